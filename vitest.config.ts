@@ -1,0 +1,23 @@
+import { defineConfig } from 'vitest/config';
+
+// Test tiers (docs/architecture.md#tests): unit and protocol need no VM;
+// integration boots real VMs (TCG here) and runs files one at a time so two
+// cores are not oversubscribed by parallel boots across files.
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      { test: { name: 'protocol', include: ['test/protocol/**/*.test.ts'] } },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          testTimeout: 240_000,
+          hookTimeout: 240_000,
+          fileParallelism: false,
+          globalSetup: ['test/integration/global-setup.ts'],
+        },
+      },
+    ],
+  },
+});
