@@ -1,0 +1,274 @@
+#!/usr/bin/env node
+// The boxlite CLI: a thin parser over the public SDK (it imports nothing else).
+import { Command, CommanderError, Option } from 'commander';
+import {
+  BoxliteError,
+  ConfigError,
+  ERROR_TABLE,
+  ExecutionError,
+  InvalidStateError,
+  JsBoxlite,
+  NotFoundError,
+  type Box,
+  type BoxInfo,
+  type BoxOptions,
+} from '../index.js';
+import { attach } from './attach.js';
+
+const VERSION = '0.1.0';
+
+interface GlobalOpts {
+  home?: string;
+  debug?: boolean;
+}
+
+function runtimeFrom(cmd: Command): JsBoxlite {
+  const g = cmd.optsWithGlobals<GlobalOpts>();
+  return new JsBoxlite({ homeDir: g.home });
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** `-e KEY=VALUE`, or `-e KEY` to pass the host's value through (docker semantics). */
+function parseEnv(specs: string[] = []): Array<{ key: string; value: string }> {
+  const env: Array<{ key: string; value: string }> = [];
+  for (const spec of specs) {
+    const eq = spec.indexOf('=');
+    if (eq === 0) throw new ConfigError(`env ${JSON.stringify(spec)} is malformed: expected KEY=VALUE`);
+    if (eq < 0) {
+      const value = process.env[spec];
+      if (value !== undefined) env.push({ key: spec, value });
+      continue;
+    }
+    env.push({ key: spec.slice(0, eq), value: spec.slice(eq + 1) });
+  }
+  return env;
+}
+
+function intOption(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n)) throw new ConfigError(`${name} must be an integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+async function findBox(runtime: JsBoxlite, idOrName: string): Promise<Box> {
+  const box = await runtime.get(idOrName);
+  if (!box) throw new NotFoundError('box', idOrName);
+  return box;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n');
+}
+
+function ago(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s} seconds ago`;
+  if (s < 3600) return `${Math.round(s / 60)} minutes ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} hours ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+/** Wraps an action so its returned exit code reaches main(). */
+type Action = (...args: any[]) => Promise<number>;
+
+export function buildProgram(result: { exitCode: number; command?: string }): Command {
+  const act =
+    (fn: Action) =>
+    async (...args: unknown[]) => {
+      result.command = (args[args.length - 1] as Command).name();
+      result.exitCode = await fn(...args);
+    };
+  const program = new Command('boxlite')
+    .description('Run commands in hardware-isolated micro-VM sandboxes')
+    .version(VERSION)
+    .option('--home <dir>', 'BoxLite home directory (default: $BOXLITE_HOME or ~/.boxlite)')
+    .option('--debug', 'print stack traces on errors')
+    .enablePositionalOptions()
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('run')
+    .description('Create a box, run a command in it, and stop it')
+    .usage('[options] (--rootfs PATH | IMAGE) [--] [COMMAND...]')
+    .option('--rootfs <path>', 'local OCI image layout directory to boot')
+    .option('--name <name>', 'name of the box')
+    .option('--rm', 'remove the box when the command exits')
+    .option('-d, --detach', 'start the box in the background and print its id')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
+    .option('-w, --workdir <dir>', 'working directory inside the box')
+    .option('-u, --user <user>', 'user[:group] to run as')
+    .option('-i, --interactive', 'keep stdin open')
+    .option('-t, --tty', 'allocate a pseudo-TTY')
+    .option('--cpus <n>', 'number of vCPUs', intOption('cpus'))
+    .option('--memory <mib>', 'memory in MiB', intOption('memory'))
+    .addOption(new Option('--network <mode>', 'network mode').choices(['enabled', 'none']).default('enabled'))
+    .argument('[args...]', 'IMAGE (unless --rootfs) followed by the command')
+    .passThroughOptions()
+    .action(act(async (args: string[], o, cmd: Command) => {
+      const runtime = runtimeFrom(cmd);
+      const rest = [...args];
+      const image = o.rootfs ? undefined : rest.shift();
+      if (!o.rootfs && !image) throw new ConfigError('an IMAGE or --rootfs PATH is required');
+      if (o.detach && rest.length) {
+        throw new ConfigError('run --detach starts the box only; run commands in it with `boxlite exec`');
+      }
+      const options: BoxOptions = {
+        image,
+        rootfsPath: o.rootfs,
+        cpus: o.cpus,
+        memoryMib: o.memory,
+        env: parseEnv(o.env),
+        workingDir: o.workdir,
+        user: o.user,
+        autoRemove: Boolean(o.rm),
+        detach: Boolean(o.detach),
+        network: { outbound: { mode: o.network === 'none' ? 'disabled' : 'enabled' } },
+      };
+      const box = await runtime.create(options, o.name);
+      if (o.detach) {
+        await box.start();
+        process.stdout.write(`${box.id}\n`);
+        return 0;
+      }
+      try {
+        const command = rest.length ? rest : box.defaultCommand();
+        if (command.length === 0) throw new ConfigError('no command given and the image has no Entrypoint or Cmd');
+        const execution = await box.exec(command[0]!, command.slice(1), null, Boolean(o.tty));
+        return await attach(execution, { interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
+      } finally {
+        await box.stop();
+      }
+    }));
+
+  program
+    .command('exec')
+    .description('Run a command in a running box')
+    .usage('[options] BOX [--] COMMAND...')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
+    .option('-w, --workdir <dir>', 'working directory inside the box')
+    .option('-u, --user <user>', 'user[:group] to run as')
+    .option('-i, --interactive', 'keep stdin open')
+    .option('-t, --tty', 'allocate a pseudo-TTY')
+    .argument('<box>', 'box id or name')
+    .argument('<command...>', 'command and arguments')
+    .passThroughOptions()
+    .action(act(async (idOrName: string, command: string[], o, cmd: Command) => {
+      const runtime = runtimeFrom(cmd);
+      const box = await findBox(runtime, idOrName);
+      const info = await box.info();
+      if (!info.state.running) {
+        throw new InvalidStateError(`box ${box.id} is not running (status: ${info.state.status}); start it with \`boxlite start ${idOrName}\``);
+      }
+      const env = parseEnv(o.env).map((e) => [e.key, e.value] as [string, string]);
+      const execution = await box.exec(command[0]!, command.slice(1), env, Boolean(o.tty), o.user, null, o.workdir);
+      return attach(execution, { interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
+    }));
+
+  program
+    .command('start')
+    .description('Start one or more boxes in the background')
+    .argument('<boxes...>')
+    .action(act(async (ids: string[], _o, cmd: Command) => {
+      const runtime = runtimeFrom(cmd);
+      for (const id of ids) {
+        const box = await findBox(runtime, id);
+        await box.start({ detach: true });
+        process.stdout.write(`${id}\n`);
+      }
+      return 0;
+    }));
+
+  program
+    .command('stop')
+    .description('Stop one or more running boxes')
+    .argument('<boxes...>')
+    .action(act(async (ids: string[], _o, cmd: Command) => {
+      const runtime = runtimeFrom(cmd);
+      for (const id of ids) {
+        await (await findBox(runtime, id)).stop();
+        process.stdout.write(`${id}\n`);
+      }
+      return 0;
+    }));
+
+  program
+    .command('rm')
+    .description('Remove one or more boxes')
+    .option('-f, --force', 'kill running boxes first')
+    .argument('<boxes...>')
+    .action(act(async (ids: string[], o, cmd: Command) => {
+      const runtime = runtimeFrom(cmd);
+      for (const id of ids) {
+        await runtime.remove(id, Boolean(o.force));
+        process.stdout.write(`${id}\n`);
+      }
+      return 0;
+    }));
+
+  program
+    .command('ls')
+    .alias('ps')
+    .description('List boxes (running ones unless -a)')
+    .option('-a, --all', 'show all boxes')
+    .option('-q, --quiet', 'only print ids')
+    .action(act(async (o, cmd: Command) => {
+      const runtime = runtimeFrom(cmd);
+      const boxes = (await runtime.listInfo()).filter((b: BoxInfo) => o.all || b.state.running);
+      if (o.quiet) {
+        for (const b of boxes) process.stdout.write(`${b.id}\n`);
+        return 0;
+      }
+      const rows = [['ID', 'NAME', 'IMAGE', 'STATUS', 'CREATED']];
+      for (const b of boxes) rows.push([b.id, b.name ?? '', b.image, b.state.status, ago(b.createdAt)]);
+      process.stdout.write(table(rows) + '\n');
+      return 0;
+    }));
+
+  return program;
+}
+
+/** Commands whose exit code is the box command's own, so BoxLite's failures need docker's 125/126/127. */
+const RUN_LIKE = new Set(['run', 'exec']);
+
+/**
+ * Exit codes: run/exec pass the command's own through (128+N for signal N) and use
+ * 125 when BoxLite failed, 126/127 when the command could not run; other commands
+ * exit 1 on failure; usage errors exit 2.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const result: { exitCode: number; command?: string } = { exitCode: 0 };
+  const program = buildProgram(result);
+  try {
+    await program.parseAsync(argv);
+    return result.exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    const debug = program.opts<GlobalOpts>().debug || process.env.BOXLITE_LOG === 'debug';
+    if (err instanceof BoxliteError) {
+      process.stderr.write(`Error: ${err.message}\n`);
+      if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
+      if (!RUN_LIKE.has(result.command ?? '')) return 1;
+      if (err instanceof ExecutionError && err.exitCode) return err.exitCode;
+      return ERROR_TABLE[err.code].cliExit;
+    }
+    process.stderr.write(`Error: internal error: ${(err as Error)?.message ?? String(err)}\n`);
+    if (debug) process.stderr.write(`${(err as Error)?.stack}\n`);
+    return RUN_LIKE.has(result.command ?? '') ? 125 : 1;
+  }
+}
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  () => {
+    process.exitCode = 125;
+  },
+);

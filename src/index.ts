@@ -1,0 +1,53 @@
+/**
+ * BoxLite: embeddable micro-VM sandboxes. Everything public is exported here.
+ *
+ * ```ts
+ * import { SimpleBox } from 'boxlite';
+ * await using box = new SimpleBox({ rootfsPath: './images/busybox' });
+ * const r = await box.exec('echo', 'hello');
+ * ```
+ */
+export { JsBoxlite, JsBoxlite as Boxlite, type RuntimeOptions, type RuntimeOptions as JsOptions } from './runtime/runtime.js';
+export {
+  Box,
+  Box as JsBox,
+  type BoxInfo,
+  type BoxInfo as JsBoxInfo,
+  type BoxMetrics,
+  type BoxMetrics as JsBoxMetrics,
+  type BoxStateInfo,
+  type NetworkInfo as JsNetworkInfo,
+  type PublishedPort as JsPublishedPort,
+} from './runtime/box.js';
+export {
+  Execution,
+  Execution as JsExecution,
+  ExecInput,
+  ExecOutput,
+  type ExecResult as JsExecResult,
+} from './runtime/execution.js';
+export type { BoxOptions, BoxOptions as JsBoxOptions } from './runtime/options.js';
+export type { RuntimeMetrics, RuntimeMetrics as JsRuntimeMetrics } from './runtime/context.js';
+export type { BoxStatus } from './store/boxes.js';
+export { SimpleBox, type SimpleBoxOptions, type ExecResult } from './sdk/simplebox.js';
+export {
+  BoxliteError,
+  ExecError,
+  TimeoutError,
+  ParseError,
+  UnsupportedEngineError,
+  EngineError,
+  ConfigError,
+  StorageError,
+  ImageError,
+  PortalError,
+  NetworkError,
+  ExecutionError,
+  InternalError,
+  NotFoundError,
+  AlreadyExistsError,
+  InvalidStateError,
+  ERROR_TABLE,
+  type ErrorCode,
+} from './errors/index.js';
+export { DEFAULT_CPUS, DEFAULT_MEMORY_MIB } from './runtime/options.js';

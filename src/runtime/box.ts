@@ -1,0 +1,365 @@
+import fs from 'node:fs';
+import { ExecutionError, InvalidStateError, PortalError, toBoxliteError, type BoxliteError } from '../errors/index.js';
+import type { Message } from '../protocol/codec.js';
+import { launchShim, ShimClient } from '../shim/client.js';
+import { boxPaths, type ShimConfig } from '../shim/config.js';
+import type { BoxRecord, BoxStatus } from '../store/boxes.js';
+import { Execution, type ExecResult } from './execution.js';
+import { validateExec, type ExecOptions, type NormalizedBoxOptions } from './options.js';
+import type { RuntimeContext } from './context.js';
+import { cachedHostTscKhz } from '../vmm/accel.js';
+import type { BoxImage } from './image.js';
+import { defaultCommand, execEnvironment } from './image.js';
+
+export type BoxRecordT = BoxRecord<NormalizedBoxOptions, BoxImage>;
+
+export interface BoxStateInfo {
+  status: BoxStatus;
+  running: boolean;
+  pid?: number;
+}
+
+export interface PublishedPort {
+  guestPort: number;
+  hostIp: string;
+  hostPort: number;
+  protocol: 'tcp' | 'udp';
+}
+
+export interface NetworkInfo {
+  outbound: { mode: 'enabled' | 'disabled'; allowNet: string[] };
+  inbound: { mode: 'enabled' | 'disabled'; allowNet: string[] };
+  mode: 'enabled' | 'disabled';
+  allowNet: string[];
+  publishedPorts: PublishedPort[] | null;
+}
+
+/** `JsBoxInfo` of @boxlite-ai/boxlite. */
+export interface BoxInfo {
+  id: string;
+  name?: string;
+  state: BoxStateInfo;
+  createdAt: string;
+  startedAt?: string;
+  image: string;
+  cpus: number;
+  memoryMib: number;
+  network: NetworkInfo | null;
+  autoStop: number;
+  autoDelete: number;
+  autoResume: boolean;
+  healthStatus: { state: 'None' | 'Starting' | 'Healthy' | 'Unhealthy'; failures: number; lastCheck?: string };
+}
+
+/** `JsBoxMetrics` of @boxlite-ai/boxlite (the fields measured so far). */
+export interface BoxMetrics {
+  commandsExecutedTotal: number;
+  execErrorsTotal: number;
+  bytesSentTotal: number;
+  bytesReceivedTotal: number;
+  totalCreateDurationMs?: number;
+  guestBootDurationMs?: number;
+  stageFilesystemSetupMs?: number;
+  stageImagePrepareMs?: number;
+  stageGuestRootfsMs?: number;
+  stageBoxConfigMs?: number;
+  stageBoxSpawnMs?: number;
+  stageContainerInitMs?: number;
+}
+
+export function boxInfo(record: BoxRecordT, status: BoxStatus, pid?: number, startedAt?: string): BoxInfo {
+  const mode = record.options.network;
+  return {
+    id: record.id,
+    name: record.name,
+    state: { status, running: status === 'running', pid },
+    createdAt: record.createdAt,
+    startedAt,
+    image: record.image.reference,
+    cpus: record.options.cpus,
+    memoryMib: record.options.memoryMib,
+    network: {
+      outbound: { mode, allowNet: [] },
+      inbound: { mode: 'disabled', allowNet: [] },
+      mode,
+      allowNet: [],
+      publishedPorts: [],
+    },
+    autoStop: 0,
+    autoDelete: record.options.autoRemove ? 0 : -1,
+    autoResume: false,
+    healthStatus: { state: 'None', failures: 0 },
+  };
+}
+
+/** A box handle (`JsBox`). Several handles, in several processes, may point at one box. */
+export class Box {
+  private client?: ShimClient;
+  private starting?: Promise<ShimClient>;
+  private watchdog?: import('node:net').Socket;
+  private readonly metricsState: BoxMetrics = {
+    commandsExecutedTotal: 0,
+    execErrorsTotal: 0,
+    bytesSentTotal: 0,
+    bytesReceivedTotal: 0,
+  };
+  private nextExec = 1;
+
+  /** @internal */
+  constructor(
+    private readonly ctx: RuntimeContext,
+    private record: BoxRecordT,
+    stages?: Partial<BoxMetrics>,
+  ) {
+    Object.assign(this.metricsState, stages);
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  get name(): string | null {
+    return this.record.name ?? null;
+  }
+
+  /** @internal */
+  get config(): BoxRecordT {
+    return this.record;
+  }
+
+  async info(): Promise<BoxInfo> {
+    const { state, shim } = this.ctx.store.status(this.id);
+    return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt);
+  }
+
+  /**
+   * Boots the VM if it is not running; attaches to it if another process started it.
+   * `detach` overrides the box option for this boot (the CLI's `start` uses it).
+   */
+  async start(options?: { detach?: boolean }): Promise<void> {
+    await this.connect(options?.detach);
+  }
+
+  /** The command `run` uses when given none: entrypoint + cmd with docker's override rules. */
+  defaultCommand(): string[] {
+    return defaultCommand(this.record.image.config, this.record.options);
+  }
+
+  private connect(detach?: boolean): Promise<ShimClient> {
+    if (this.client && !this.client.isClosed) return Promise.resolve(this.client);
+    this.starting ??= this.attachOrBoot(detach ?? this.record.options.detach).finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private async attachOrBoot(detach: boolean): Promise<ShimClient> {
+    const paths = boxPaths(this.ctx.store.dir(this.id));
+    if (!fs.existsSync(paths.config)) throw new InvalidStateError(`box ${this.id} was removed`);
+    const { state, shim } = this.ctx.store.status(this.id);
+    if (shim) {
+      if (state.status === 'stopping') throw new InvalidStateError(`box ${this.id} is stopping`);
+      this.client = await ShimClient.connect(paths.controlSocket);
+      return this.client;
+    }
+    if (state.status === 'stopping') throw new InvalidStateError(`box ${this.id} is stopping`);
+    const t0 = performance.now();
+    const assets = await this.ctx.guestAssets();
+    const accel = this.ctx.accelerator();
+    const t1 = performance.now();
+    const options = this.record.options;
+    const config: ShimConfig = {
+      boxId: this.id,
+      boxDir: this.ctx.store.dir(this.id),
+      qemu: {
+        accel: accel.kind,
+        cpus: options.cpus,
+        memoryMib: options.memoryMib,
+        kernelPath: assets.kernelPath,
+        initrdPath: assets.initrdPath,
+        rootDiskPath: paths.disk,
+        agentSocketPath: paths.agentSocket,
+        consoleLogPath: paths.consoleLog,
+        network: options.network === 'enabled' ? {} : null,
+        tscKhz: accel.kind === 'tcg' ? cachedHostTscKhz() : null,
+      },
+      accelReason: accel.reason,
+      agentTimeoutMs: this.ctx.agentTimeoutMs(accel.kind),
+      stopTimeoutMs: 10_000,
+      detach,
+    };
+    const t2 = performance.now();
+    try {
+      const launched = await launchShim(config);
+      const t3 = performance.now();
+      this.watchdog = launched.watchdog;
+      this.client = await ShimClient.connect(paths.controlSocket);
+      const t4 = performance.now();
+      this.ctx.store.writeState(this.id, { status: 'running', startedAt: launched.state.startedAt });
+      Object.assign(this.metricsState, {
+        stageGuestRootfsMs: Math.round(t1 - t0) + (this.metricsState.stageGuestRootfsMs ?? 0),
+        stageBoxConfigMs: Math.round(t2 - t1) + (this.metricsState.stageBoxConfigMs ?? 0),
+        stageBoxSpawnMs: Math.round(t3 - t2),
+        stageContainerInitMs: Math.round(t4 - t3),
+        guestBootDurationMs: launched.state.bootMs,
+      });
+      this.metricsState.totalCreateDurationMs = Math.round(
+        (this.metricsState.stageFilesystemSetupMs ?? 0) +
+          (this.metricsState.stageImagePrepareMs ?? 0) +
+          (t4 - t0),
+      );
+      this.ctx.onBoxStarted(this);
+      return this.client;
+    } catch (err) {
+      this.ctx.store.writeState(this.id, { status: 'failed', lastError: (err as Error).message });
+      this.ctx.onBoxFailed();
+      throw toBoxliteError(err, 'Engine');
+    }
+  }
+
+  /**
+   * Runs a command in the box. Resolves once the process started; rejects with
+   * an Execution error (exitCode 127) when the command does not exist.
+   */
+  async exec(
+    command: string,
+    args?: string[] | null,
+    env?: Array<[string, string]> | null,
+    tty?: boolean | null,
+    user?: string | null,
+    timeoutSecs?: number | null,
+    workingDir?: string | null,
+  ): Promise<Execution> {
+    const opts: ExecOptions = { env, tty, user, timeoutSecs, workingDir };
+    validateExec(command, args, opts);
+    const client = await this.connect();
+    const image = this.record.image.config;
+    const options = this.record.options;
+    const execNo = this.nextExec++;
+    this.metricsState.commandsExecutedTotal++;
+    this.ctx.metrics.totalCommandsExecuted++;
+    let execution: Execution | undefined;
+    let pending: Message[] = [];
+    return new Promise<Execution>((resolve, reject) => {
+      const failStart = (err: BoxliteError) => {
+        this.metricsState.execErrorsTotal++;
+        this.ctx.metrics.totalExecErrors++;
+        reject(err);
+      };
+      const channel = client.openExec(
+        {
+          flags: tty ? 1 : 0,
+          rows: 24,
+          cols: 80,
+          timeoutMs: timeoutSecs ? Math.ceil(timeoutSecs * 1000) : 0,
+          user: user ?? options.user ?? image.User ?? '',
+          cwd: workingDir ?? options.workingDir ?? (image.WorkingDir || '/'),
+          argv: [command, ...(args ?? [])],
+          env: execEnvironment(image.Env, options.env, env ?? []),
+        },
+        {
+          onMessage: (m) => {
+            if (m.type === 'STDOUT' || m.type === 'STDERR') this.metricsState.bytesReceivedTotal += m.data.length;
+            if (execution) {
+              execution.handle(m);
+              return;
+            }
+            if (m.type === 'STARTED') {
+              execution = new Execution(`${this.id}-${execNo}`, channel, m.pid, {
+                onExit: (r: ExecResult) => {
+                  if (r.exitCode !== 0) this.metricsState.execErrorsTotal++;
+                },
+                onStdin: (bytes) => {
+                  this.metricsState.bytesSentTotal += bytes;
+                },
+              });
+              for (const early of pending) execution.handle(early);
+              pending = [];
+              resolve(execution);
+            } else if (m.type === 'EXIT') {
+              failStart(new ExecutionError(m.message || `cannot start ${command}`, { exitCode: m.code }));
+            } else if (m.type === 'ERROR') {
+              failStart(new PortalError(`the guest agent refused the command: ${m.message}`));
+            } else {
+              pending.push(m);
+            }
+          },
+          onLost: (err) => {
+            if (execution) execution.lost(err);
+            else failStart(err);
+          },
+        },
+      );
+    });
+  }
+
+  /** Gracefully powers the VM off (bounded, then forced). Removes the box when autoRemove is set. */
+  async stop(): Promise<void> {
+    const { shim } = this.ctx.store.status(this.id);
+    if (shim) {
+      this.ctx.store.writeState(this.id, { ...this.ctx.store.readState(this.id), status: 'stopping' });
+      const client = this.client && !this.client.isClosed ? this.client : await ShimClient.connect(boxPaths(this.ctx.store.dir(this.id)).controlSocket).catch(() => undefined);
+      if (client) await client.request('stop');
+      await waitForExit(shim.shimPid, 15_000);
+      if (fs.existsSync(this.ctx.store.dir(this.id))) {
+        this.ctx.store.writeState(this.id, { status: 'stopped', stoppedAt: new Date().toISOString(), startedAt: this.ctx.store.readState(this.id).startedAt });
+      }
+    }
+    this.client?.close();
+    this.client = undefined;
+    this.watchdog?.destroy();
+    this.watchdog = undefined;
+    this.ctx.onBoxStopped(this);
+    if (this.record.options.autoRemove) this.ctx.store.remove(this.id);
+  }
+
+  /** @internal Force the VM down now (used by remove(force) and shutdown). */
+  async kill(): Promise<void> {
+    const { shim } = this.ctx.store.status(this.id);
+    if (shim) {
+      try {
+        process.kill(shim.shimPid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      try {
+        process.kill(shim.qemuPid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      await waitForExit(shim.shimPid, 5_000);
+    }
+    this.client?.close();
+    this.client = undefined;
+    this.watchdog?.destroy();
+    this.watchdog = undefined;
+    this.ctx.onBoxStopped(this);
+  }
+
+  async metrics(): Promise<BoxMetrics> {
+    return { ...this.metricsState };
+  }
+
+  /** Round trip of one PING between the shim and the guest agent (the raw link baseline). */
+  async pingAgent(): Promise<number> {
+    const client = await this.connect();
+    const reply = await client.request('ping');
+    return reply.rttMs as number;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

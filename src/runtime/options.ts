@@ -1,0 +1,162 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import { z } from 'zod';
+import { ConfigError } from '../errors/index.js';
+
+export const DEFAULT_CPUS = 1;
+export const DEFAULT_MEMORY_MIB = 512;
+export const MIN_MEMORY_MIB = 128;
+export const MAX_MEMORY_MIB = 65536;
+
+/** `JsBoxOptions` of @boxlite-ai/boxlite 0.10 (the fields this runtime implements). */
+export interface BoxOptions {
+  image?: string;
+  rootfsPath?: string;
+  cpus?: number;
+  memoryMib?: number;
+  diskSizeGb?: number;
+  workingDir?: string;
+  env?: Array<{ key: string; value: string }>;
+  volumes?: unknown[];
+  network?: { mode?: 'enabled' | 'disabled'; outbound?: { mode: 'enabled' | 'disabled'; allowNet?: string[] }; inbound?: unknown; allowNet?: string[] };
+  ports?: unknown[];
+  autoRemove?: boolean;
+  detach?: boolean;
+  entrypoint?: string[];
+  cmd?: string[];
+  user?: string;
+  secrets?: unknown[];
+}
+
+/** Options after validation, with defaults applied. Persisted in the box's config.json. */
+export interface NormalizedBoxOptions {
+  image?: string;
+  rootfsPath?: string;
+  cpus: number;
+  memoryMib: number;
+  diskSizeGb?: number;
+  workingDir?: string;
+  env: Array<[string, string]>;
+  network: 'enabled' | 'disabled';
+  autoRemove: boolean;
+  detach: boolean;
+  entrypoint?: string[];
+  cmd?: string[];
+  user?: string;
+}
+
+const envName = z
+  .string()
+  .min(1, 'must be a non-empty name')
+  .refine((k) => !k.includes('=') && !k.includes('\0'), "must not contain '=' or NUL");
+
+const mode = z.enum(['enabled', 'disabled']);
+
+function schema(hostCpus: number) {
+  return z
+    .object({
+      image: z.string().min(1).optional(),
+      rootfsPath: z.string().min(1).optional(),
+      cpus: z
+        .number()
+        .int('must be an integer')
+        .min(1, `must be between 1 and ${hostCpus} (host CPUs)`)
+        .max(hostCpus, `must be between 1 and ${hostCpus} (host CPUs)`)
+        .optional(),
+      memoryMib: z
+        .number()
+        .int('must be an integer')
+        .min(MIN_MEMORY_MIB, `must be between ${MIN_MEMORY_MIB} and ${MAX_MEMORY_MIB} MiB`)
+        .max(MAX_MEMORY_MIB, `must be between ${MIN_MEMORY_MIB} and ${MAX_MEMORY_MIB} MiB`)
+        .optional(),
+      diskSizeGb: z.number().int().min(1).max(2048).optional(),
+      workingDir: z.string().startsWith('/', 'must be an absolute path').optional(),
+      env: z.array(z.object({ key: envName, value: z.string().refine((v) => !v.includes('\0'), 'must not contain NUL') })).optional(),
+      volumes: z.array(z.unknown()).max(0, 'volumes are not supported by this version yet').optional(),
+      ports: z.array(z.unknown()).max(0, 'port forwarding is not supported by this version yet').optional(),
+      secrets: z.array(z.unknown()).max(0, 'secrets are not supported by this version yet').optional(),
+      network: z
+        .object({
+          mode: mode.optional(),
+          allowNet: z.array(z.string()).max(0, 'allowNet is not supported by this version yet').optional(),
+          outbound: z.object({ mode, allowNet: z.array(z.string()).max(0, 'allowNet is not supported by this version yet').optional() }).optional(),
+          inbound: z.unknown().optional(),
+        })
+        .refine((n) => !(n.outbound && (n.mode || n.allowNet)), 'cannot mix outbound with the deprecated mode/allowNet')
+        .optional(),
+      autoRemove: z.boolean().optional(),
+      detach: z.boolean().optional(),
+      entrypoint: z.array(z.string()).optional(),
+      cmd: z.array(z.string()).optional(),
+      user: z.string().regex(/^[A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$/, 'must be "uid", "uid:gid" or "name[:group]"').optional(),
+    })
+    .passthrough();
+}
+
+/** Validates box options; every problem is a ConfigError naming the field, raised before anything starts. */
+export function normalizeBoxOptions(options: BoxOptions | undefined | null, hostCpus = os.cpus().length): NormalizedBoxOptions {
+  const parsed = schema(hostCpus).safeParse(options ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.length ? issue.path.join('.').replace(/\.(\d+)/g, '[$1]') : 'options';
+    const got = valueAt(options, issue.path);
+    const gotText = got === undefined || typeof got === 'object' ? '' : `, got ${JSON.stringify(got)}`;
+    throw new ConfigError(`${field} ${issue.message}${gotText}`);
+  }
+  const o = parsed.data;
+  if (!o.image && !o.rootfsPath) throw new ConfigError('image or rootfsPath is required');
+  if (o.rootfsPath && !fs.existsSync(o.rootfsPath)) {
+    throw new ConfigError(`rootfsPath does not exist: ${o.rootfsPath}`);
+  }
+  const network = o.network?.outbound?.mode ?? o.network?.mode ?? 'enabled';
+  return {
+    image: o.rootfsPath ? undefined : o.image,
+    rootfsPath: o.rootfsPath,
+    cpus: o.cpus ?? DEFAULT_CPUS,
+    memoryMib: o.memoryMib ?? DEFAULT_MEMORY_MIB,
+    diskSizeGb: o.diskSizeGb,
+    workingDir: o.workingDir,
+    env: (o.env ?? []).map((e) => [e.key, e.value]),
+    network,
+    autoRemove: o.autoRemove ?? false,
+    detach: o.detach ?? false,
+    entrypoint: o.entrypoint,
+    cmd: o.cmd,
+    user: o.user,
+  };
+}
+
+function valueAt(root: unknown, p: Array<string | number>): unknown {
+  let v: unknown = root;
+  for (const k of p) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string | number, unknown>)[k];
+  }
+  return v;
+}
+
+export interface ExecOptions {
+  env?: Array<[string, string]> | null;
+  tty?: boolean | null;
+  user?: string | null;
+  timeoutSecs?: number | null;
+  workingDir?: string | null;
+}
+
+export function validateExec(command: string, args: unknown, opts: ExecOptions): void {
+  if (typeof command !== 'string' || command.length === 0) throw new ConfigError('command must be a non-empty string');
+  if (args != null && (!Array.isArray(args) || args.some((a) => typeof a !== 'string'))) {
+    throw new ConfigError('args must be an array of strings');
+  }
+  for (const [i, pair] of (opts.env ?? []).entries()) {
+    if (!Array.isArray(pair) || pair.length !== 2 || !envName.safeParse(pair[0]).success || typeof pair[1] !== 'string') {
+      throw new ConfigError(`env[${i}] must be a [key, value] pair with a non-empty key without '='`);
+    }
+  }
+  if (opts.timeoutSecs != null && !(opts.timeoutSecs > 0 && opts.timeoutSecs <= 4_294_967)) {
+    throw new ConfigError(`timeoutSecs must be a positive number of seconds, got ${opts.timeoutSecs}`);
+  }
+  if (opts.workingDir != null && !opts.workingDir.startsWith('/')) {
+    throw new ConfigError(`workingDir must be an absolute path, got ${JSON.stringify(opts.workingDir)}`);
+  }
+}

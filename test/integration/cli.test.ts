@@ -1,0 +1,104 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `boxlite` bin as a user would, against the suite's home. */
+function boxlite(args: string[], input?: string): Promise<CliResult> {
+  const bin = path.join(inject('root'), 'dist', 'cli', 'main.js');
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, '--home', inject('home'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+describe('boxlite run', () => {
+  it('runs a command in a fresh VM and passes its output and exit code through', async () => {
+    const r = await boxlite(['run', '--rm', '--rootfs', inject('image'), '--', 'sh', '-c', 'echo out; echo err >&2; uname -s; exit 7']);
+    expect(r.stderr).toBe('err\n');
+    expect(r.stdout).toBe('out\nLinux\n');
+    expect(r.code).toBe(7);
+    const ls = await boxlite(['ls', '-a', '-q']);
+    expect(ls.stdout).toBe('');
+  });
+
+  it('maps death by signal N to 128+N, a missing command to 127, and honours -e/-w/-u/-i/-t', async () => {
+    const killed = await boxlite(['run', '--rm', '--rootfs', inject('image'), 'sh', '-c', 'kill -9 $$']);
+    expect(killed.code).toBe(137);
+    const missing = await boxlite(['run', '--rm', '--rootfs', inject('image'), 'no-such-binary']);
+    expect(missing.code).toBe(127);
+    expect(missing.stderr).toMatch(/command not found: no-such-binary/);
+    const env = await boxlite(
+      ['run', '--rm', '-i', '-e', 'A=1', '-e', 'B=two words', '-w', '/tmp', '-u', '1000:1000', '--rootfs', inject('image'), '--',
+        'sh', '-c', 'echo "$A|$B|$(pwd)|$(id -u):$(id -g)"; cat'],
+      'from stdin\n',
+    );
+    expect(env.stdout).toBe('1|two words|/tmp|1000:1000\nfrom stdin\n');
+    expect(env.code).toBe(0);
+    const tty = await boxlite(['run', '--rm', '-t', '--rootfs', inject('image'), 'tty']);
+    expect(tty.stdout.trim()).toMatch(/^\/dev\/pts\/\d+$/);
+  });
+
+  it('rejects bad options with exit code 125 and a configuration error naming the field', async () => {
+    for (const [args, field] of [
+      [['--cpus', '0'], 'cpus'],
+      [['--memory', '64'], 'memoryMib'],
+      [['-e', '=x'], 'env'],
+    ] as const) {
+      const r = await boxlite(['run', '--rm', ...args, '--rootfs', inject('image'), 'true']);
+      expect(r.code).toBe(125);
+      expect(r.stderr).toMatch(new RegExp(`^Error: configuration error: .*${field}`));
+    }
+    const r = await boxlite(['run', '--rm', '--rootfs', '/no/such/layout', 'true']);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/configuration error: rootfsPath does not exist: \/no\/such\/layout/);
+    const usage = await boxlite(['run', '--no-such-flag']);
+    expect(usage.code).toBe(2);
+  });
+});
+
+describe('detached boxes: run -d, exec, ls, stop, rm', () => {
+  it('manages a box across separate CLI processes', async () => {
+    const started = await boxlite(['run', '-d', '--name', 'cli-detached', '--rootfs', inject('image')]);
+    expect(started.code).toBe(0);
+    const id = started.stdout.trim();
+    expect(id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
+    try {
+      const ls = await boxlite(['ls']);
+      expect(ls.stdout).toMatch(new RegExp(`${id}\\s+cli-detached\\s+oci:.*\\s+running`));
+
+      const ex = await boxlite(['exec', 'cli-detached', '--', 'sh', '-c', 'echo $((6*7)) > /root/answer; cat /root/answer']);
+      expect(ex.stdout).toBe('42\n');
+      const again = await boxlite(['exec', id, 'cat', '/root/answer']);
+      expect(again.stdout).toBe('42\n');
+      const code = await boxlite(['exec', id, 'sh', '-c', 'exit 3']);
+      expect(code.code).toBe(3);
+
+      const rmRunning = await boxlite(['rm', id]);
+      expect(rmRunning.code).toBe(1);
+      expect(rmRunning.stderr).toMatch(/invalid state: .*running.*force/);
+
+      expect((await boxlite(['stop', id])).code).toBe(0);
+      const stopped = await boxlite(['ls', '-a']);
+      expect(stopped.stdout).toMatch(new RegExp(`${id}.*stopped`));
+      const execStopped = await boxlite(['exec', id, 'true']);
+      expect(execStopped.code).toBe(125);
+      expect(execStopped.stderr).toMatch(/invalid state: box .* is not running/);
+    } finally {
+      await boxlite(['rm', '-f', id]);
+    }
+    const gone = await boxlite(['exec', id, 'true']);
+    expect(gone.code).toBe(125);
+    expect(gone.stderr).toMatch(/box not found/);
+  });
+});

@@ -1,0 +1,71 @@
+import { execFileSync, execSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** VM and shim processes on this machine (the suite must leave none behind). */
+export function leftoverProcesses(): string[] {
+  let out = '';
+  try {
+    out = execSync("pgrep -a -f 'qemu-system|boxlite-shim'", { encoding: 'utf8' });
+  } catch {
+    return [];
+  }
+  return out
+    .split('\n')
+    .filter((l) => l.trim() && !l.includes('pgrep'));
+}
+
+/**
+ * Staged fixtures for the VM tests: the built package, the guest agent, the
+ * kernel and a test image must exist (scripts/setup.sh makes them); each run
+ * gets a fresh BOXLITE_HOME that shares only the downloaded kernel.
+ */
+export default function setup(project: TestProject) {
+  for (const [what, p] of [
+    ['built package (npm run build)', 'dist/index.js'],
+    ['guest agent (make -C guest)', 'guest/build/boxlite-guest'],
+  ] as const) {
+    if (!fs.existsSync(path.join(ROOT, p))) throw new Error(`missing ${what}: run scripts/setup.sh first`);
+  }
+  const kernelDir = path.join(process.env.BOXLITE_HOME ?? path.join(os.homedir(), '.boxlite'), 'init', 'kernel');
+  if (!fs.existsSync(kernelDir)) throw new Error(`missing guest kernel in ${kernelDir}: run scripts/setup.sh first`);
+
+  const image = path.join(ROOT, '.cache', 'images', 'busybox');
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'make-test-image.mjs'), image, '--variant', 'busybox'], {
+    stdio: 'inherit',
+  });
+
+  const before = leftoverProcesses();
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-it-'));
+  fs.mkdirSync(path.join(home, 'init'), { recursive: true });
+  fs.symlinkSync(kernelDir, path.join(home, 'init', 'kernel'));
+  project.provide('home', home);
+  project.provide('image', image);
+  project.provide('root', ROOT);
+
+  return () => {
+    const left = leftoverProcesses().filter((l) => !before.includes(l));
+    for (const line of left) {
+      const pid = Number(line.split(' ')[0]);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    fs.rmSync(home, { recursive: true, force: true });
+    if (left.length) throw new Error(`the suite leaked VM/shim processes:\n${left.join('\n')}`);
+  };
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    home: string;
+    image: string;
+    root: string;
+  }
+}

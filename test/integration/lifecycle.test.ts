@@ -1,0 +1,154 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+import { ConfigError, EngineError, JsBoxlite, PortalError, SimpleBox } from '../../src/index.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pids: number[], ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (pids.every((p) => !alive(p))) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+/** A separate home that shares the downloaded kernel, for tests that break things on purpose. */
+function scratchHome(): string {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-lc-'));
+  fs.mkdirSync(path.join(home, 'init'));
+  fs.symlinkSync(fs.realpathSync(path.join(inject('home'), 'init', 'kernel')), path.join(home, 'init', 'kernel'));
+  return home;
+}
+
+describe('SimpleBox', () => {
+  it('runs commands and removes itself on dispose', async () => {
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    let id: string;
+    {
+      await using box = new SimpleBox({ rootfsPath: inject('image'), runtime });
+      const r = await box.exec('sh', '-c', 'echo "$0 $1"', 'a', 'b');
+      expect(r).toEqual({ exitCode: 0, stdout: 'a b\n', stderr: '' });
+      const withEnv = await box.exec('sh', ['-c', 'echo $X'], { X: 'y' });
+      expect(withEnv.stdout).toBe('y\n');
+      id = box.id;
+      expect((await box.info()).state.status).toBe('running');
+      const m = await box.metrics();
+      expect(m.commandsExecutedTotal).toBe(2);
+      expect(m.guestBootDurationMs).toBeGreaterThan(0);
+    }
+    expect(await runtime.get(id)).toBeNull();
+  });
+});
+
+describe('process lifetime', () => {
+  it('takes the shim and QEMU down when the creating process is SIGKILLed', async () => {
+    const script = `
+      import { JsBoxlite } from ${JSON.stringify(path.join(inject('root'), 'dist', 'index.js'))};
+      const rt = new JsBoxlite({ homeDir: ${JSON.stringify(inject('home'))} });
+      const box = await rt.create({ rootfsPath: ${JSON.stringify(inject('image'))} });
+      const ex = await box.exec('sleep', ['600']);
+      const info = await box.info();
+      const shim = JSON.parse((await import('node:fs')).readFileSync(${JSON.stringify(path.join(inject('home'), 'boxes'))} + '/' + box.id + '/shim.json', 'utf8'));
+      console.log(JSON.stringify({ id: box.id, qemuPid: info.state.pid, shimPid: shim.shimPid }));
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve) => {
+      let buf = '';
+      child.stdout.on('data', (c) => {
+        buf += c;
+        if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
+      });
+    });
+    const { id, qemuPid, shimPid } = JSON.parse(line) as { id: string; qemuPid: number; shimPid: number };
+    expect(alive(qemuPid) && alive(shimPid)).toBe(true);
+    child.kill('SIGKILL');
+    expect(await waitGone([qemuPid, shimPid], 10_000)).toBe(true);
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    expect((await runtime.getInfo(id))?.state.status).toBe('stopped');
+    await runtime.remove(id);
+    expect(await runtime.get(id)).toBeNull();
+  });
+});
+
+describe('bad input and failed boots', () => {
+  it('rejects invalid options with a Config error naming the field, before creating anything', async () => {
+    const home = scratchHome();
+    const runtime = new JsBoxlite({ homeDir: home });
+    const image = inject('image');
+    const cases: Array<[object, RegExp]> = [
+      [{ rootfsPath: image, cpus: 0 }, /^configuration error: cpus must be between 1 and \d+/],
+      [{ rootfsPath: image, cpus: os.cpus().length + 1 }, /^configuration error: cpus must be between 1 and/],
+      [{ rootfsPath: image, cpus: 1.5 }, /^configuration error: cpus must be an integer/],
+      [{ rootfsPath: image, memoryMib: 127 }, /^configuration error: memoryMib must be between 128 and 65536/],
+      [{ rootfsPath: image, memoryMib: 65537 }, /^configuration error: memoryMib must be between 128 and 65536/],
+      [{ rootfsPath: '/definitely/missing' }, /^configuration error: rootfsPath does not exist/],
+      [{ rootfsPath: image, env: [{ key: 'A=B', value: 'x' }] }, /^configuration error: env\[0\]\.key/],
+      [{ rootfsPath: image, env: [{ key: '', value: 'x' }] }, /^configuration error: env\[0\]\.key/],
+      [{}, /^configuration error: image or rootfsPath is required/],
+    ];
+    for (const [options, message] of cases) {
+      const err = await runtime.create(options).catch((e: unknown) => e);
+      expect(err, JSON.stringify(options)).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).code).toBe('Config');
+      expect((err as Error).message).toMatch(message);
+    }
+    expect(fs.existsSync(path.join(home, 'boxes')) ? fs.readdirSync(path.join(home, 'boxes')) : []).toEqual([]);
+    fs.rmSync(home, { recursive: true, force: true });
+  });
+
+  it('reports a QEMU that dies during boot as an Engine error with the last console lines, leaving nothing running', async () => {
+    const home = scratchHome();
+    const fakeQemu = path.join(home, 'fake-qemu.sh');
+    // A VM that prints a little and then dies, as a broken kernel would.
+    fs.writeFileSync(fakeQemu, '#!/bin/sh\nfor a in "$@"; do case "$a" in *console.log*) f=${a#*path=}; f=${f%%,*};; esac; done\necho "Kernel panic - not syncing: fake" >> "$f"\nexit 1\n', { mode: 0o755 });
+    process.env.BOXLITE_QEMU = fakeQemu;
+    try {
+      const runtime = new JsBoxlite({ homeDir: home });
+      const box = await runtime.create({ rootfsPath: inject('image') });
+      const err = await box.start().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(EngineError);
+      expect((err as Error).message).toMatch(/^engine reported an error: QEMU exited during boot/);
+      expect((await box.info()).state.status).toBe('failed');
+      await runtime.remove(box.id);
+    } finally {
+      delete process.env.BOXLITE_QEMU;
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('gives up on an agent that never says HELLO with a Portal error after the configured timeout', async () => {
+    const home = scratchHome();
+    // /init that never speaks the protocol: busybox sleeping forever.
+    const silent = path.join(home, 'silent-init');
+    fs.writeFileSync(silent, '');
+    fs.copyFileSync('/bin/busybox', silent);
+    process.env.BOXLITE_GUEST_AGENT = silent;
+    process.env.BOXLITE_AGENT_TIMEOUT_MS = '4000';
+    try {
+      const runtime = new JsBoxlite({ homeDir: home });
+      const box = await runtime.create({ rootfsPath: inject('image') });
+      const t0 = Date.now();
+      const err = await box.start().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PortalError);
+      expect((err as Error).message).toMatch(/^portal error: guest agent did not say HELLO within 4000 ms/);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      await runtime.remove(box.id);
+    } finally {
+      delete process.env.BOXLITE_GUEST_AGENT;
+      delete process.env.BOXLITE_AGENT_TIMEOUT_MS;
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
