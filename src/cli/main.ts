@@ -113,6 +113,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
       const runtime = runtimeFrom(cmd);
       const rest = [...args];
       const image = o.rootfs ? undefined : rest.shift();
+      if (rest[0] === '--') rest.shift();
       if (!o.rootfs && !image) throw new ConfigError('an IMAGE or --rootfs PATH is required');
       if (o.detach && rest.length) {
         throw new ConfigError('run --detach starts the box only; run commands in it with `boxlite exec`');
@@ -158,6 +159,9 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     .argument('<command...>', 'command and arguments')
     .passThroughOptions()
     .action(act(async (idOrName: string, command: string[], o, cmd: Command) => {
+      // With passThroughOptions, a `--` after BOX reaches us as an argument.
+      if (command[0] === '--') command = command.slice(1);
+      if (command.length === 0) throw new ConfigError('exec needs a COMMAND');
       const runtime = runtimeFrom(cmd);
       const box = await findBox(runtime, idOrName);
       const info = await box.info();

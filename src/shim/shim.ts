@@ -339,7 +339,9 @@ export async function runShim(config: ShimConfig, out: NodeJS.WritableStream): P
   if (!config.detach) {
     // Watchdog: fd 3 is a pipe whose other end only the creating process holds.
     // When that process dies (even by SIGKILL) the pipe ends, and so does the box.
-    const watchdog = fs.createReadStream('', { fd: 3 });
+    // A net.Socket, not fs.createReadStream: an fs read blocks a threadpool thread
+    // in read(2), and process.exit() then waits for that thread forever.
+    const watchdog = new net.Socket({ fd: 3, readable: true, writable: false });
     watchdog.on('data', () => {});
     watchdog.on('close', () => shim.kill('the process that created this box exited'));
     watchdog.on('error', () => {});

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ExecutionError, JsBoxlite, type Box, type JsExecution } from '../../src/index.js';
+import { ExecutionError, JsBoxlite, type Box, type JsExecution } from '../../dist/index.js';
 
 // One VM for the whole file: booting under TCG costs seconds, and these tests
 // exercise behaviour inside a running box, not its boot.

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { ConfigError, EngineError, JsBoxlite, PortalError, SimpleBox } from '../../src/index.js';
+import { ConfigError, EngineError, JsBoxlite, PortalError, SimpleBox } from '../../dist/index.js';
 
 function alive(pid: number): boolean {
   try {

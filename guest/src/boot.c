@@ -1,0 +1,195 @@
+#include "boot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define NEWROOT "/boxlite-root"
+
+static void mount_or_log(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
+{
+	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+		log_err("mkdir %s: %s", dst, strerror(errno));
+	if (mount(src, dst, type, flags, data) < 0 && errno != EBUSY)
+		log_err("mount %s on %s: %s", type, dst, strerror(errno));
+}
+
+void boot_early_mounts(void)
+{
+	mount_or_log("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_or_log("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_or_log("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+	/* Without /dev/console in the initramfs the kernel leaves 0-2 closed;
+	 * make sure later opens never land there. */
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int c = open("/dev/console", O_RDWR | O_NOCTTY);
+		if (c < 0)
+			c = open("/dev/null", O_RDWR);
+		if (c >= 0 && c != fd) {
+			dup2(c, fd);
+			close(c);
+		}
+	}
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void boot_load_modules(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT)
+			log_err("open %s: %s", dir, strerror(errno));
+		return;
+	}
+	char *names[256];
+	size_t n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL && n < sizeof(names) / sizeof(names[0])) {
+		if (e->d_name[0] == '.')
+			continue;
+		names[n] = strdup(e->d_name);
+		if (names[n])
+			n++;
+	}
+	closedir(d);
+	qsort(names, n, sizeof(names[0]), cmp_names);
+
+	unsigned loaded = 0;
+	for (size_t i = 0; i < n; i++) {
+		char path[512];
+		if (fmt(path, sizeof(path), "%s/%s", dir, names[i]) < 0) {
+			free(names[i]);
+			continue;
+		}
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			log_err("module %s: %s", path, strerror(errno));
+		} else if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST) {
+			log_err("module %s: %s", names[i], strerror(errno));
+		} else {
+			loaded++;
+		}
+		if (fd >= 0)
+			close(fd);
+		free(names[i]);
+	}
+	log_info("loaded %u of %zu kernel modules", loaded, n);
+}
+
+static void set_value(char *dst, size_t cap, const char *val)
+{
+	if (fmt(dst, cap, "%s", val) < 0) {
+		log_err("kernel command line value too long: %s", val);
+		dst[0] = '\0';
+	}
+}
+
+void boot_parse_cmdline(struct boot_config *bc)
+{
+	memset(bc, 0, sizeof(*bc));
+	snprintf(bc->root, sizeof(bc->root), "/dev/vda");
+	char line[4096];
+	if (read_small_file("/proc/cmdline", line, sizeof(line)) < 0) {
+		log_err("read /proc/cmdline: %s", strerror(errno));
+		return;
+	}
+	char *save = NULL;
+	for (char *tok = strtok_r(line, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
+		if (strncmp(tok, "boxlite.root=", 13) == 0)
+			set_value(bc->root, sizeof(bc->root), tok + 13);
+		else if (strncmp(tok, "boxlite.ip=", 11) == 0)
+			set_value(bc->ip, sizeof(bc->ip), tok + 11);
+		else if (strncmp(tok, "boxlite.gw=", 11) == 0)
+			set_value(bc->gw, sizeof(bc->gw), tok + 11);
+		else if (strncmp(tok, "boxlite.dns=", 12) == 0)
+			set_value(bc->dns, sizeof(bc->dns), tok + 12);
+		else if (strcmp(tok, "boxlite.debug") == 0 || strcmp(tok, "boxlite.debug=1") == 0)
+			bc->debug = 1;
+	}
+}
+
+int boot_leave_initramfs(void)
+{
+	static const char *const carried[] = { "/proc", "/sys", "/dev" };
+	if (mkdir(NEWROOT, 0755) < 0 && errno != EEXIST) {
+		log_err("mkdir %s: %s", NEWROOT, strerror(errno));
+		return -1;
+	}
+	if (mount("tmpfs", NEWROOT, "tmpfs", 0, "mode=0755") < 0) {
+		log_err("mount tmpfs on %s: %s", NEWROOT, strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(carried) / sizeof(carried[0]); i++) {
+		char dst[64];
+		snprintf(dst, sizeof(dst), NEWROOT "%s", carried[i]);
+		if (mkdir(dst, 0755) < 0 || mount(carried[i], dst, NULL, MS_MOVE, NULL) < 0) {
+			log_err("move %s: %s", carried[i], strerror(errno));
+			return -1;
+		}
+	}
+	/* switch_root: the tmpfs becomes / (a mount with a parent, so the
+	 * container's pivot_root works); the initramfs stays underneath. */
+	if (chdir(NEWROOT) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0) {
+		log_err("switch root: %s", strerror(errno));
+		return -1;
+	}
+	mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	if (mkdir_p("/mnt/root", 0755) < 0)
+		log_err("mkdir /mnt/root: %s", strerror(errno));
+	return 0;
+}
+
+int boot_mount_root(const char *dev, const char *target, unsigned wait_ms)
+{
+	struct stat st;
+	uint64_t deadline = now_ms() + wait_ms;
+	while (stat(dev, &st) < 0) {
+		if (now_ms() >= deadline) {
+			log_err("root disk %s did not appear within %u ms", dev, wait_ms);
+			return -1;
+		}
+		sleep_ms(10);
+	}
+	if (mkdir_p(target, 0755) < 0) {
+		log_err("mkdir %s: %s", target, strerror(errno));
+		return -1;
+	}
+	if (mount(dev, target, "ext4", 0, NULL) < 0) {
+		log_err("mount %s on %s: %s", dev, target, strerror(errno));
+		return -1;
+	}
+	log_info("root disk %s mounted on %s", dev, target);
+	return 0;
+}
+
+void boot_poweroff(const char *target)
+{
+	sync();
+	if (target && umount2(target, 0) < 0 && errno != EINVAL) {
+		log_warn("umount %s: %s; detaching lazily", target, strerror(errno));
+		umount2(target, MNT_DETACH);
+	}
+	sync();
+	log_info("powering off");
+	reboot(RB_POWER_OFF);
+	/* QEMU runs with -no-reboot: a reboot request ends it too. */
+	reboot(RB_AUTOBOOT);
+	for (;;)
+		pause();
+}

@@ -1,0 +1,27 @@
+/* PID-1 boot duties in the VM: early mounts, kernel modules, the kernel
+ * command line, leaving the initramfs, the root disk, power-off. */
+#ifndef BOXLITE_BOOT_H
+#define BOXLITE_BOOT_H
+
+struct boot_config {
+	char root[128]; /* boxlite.root, default /dev/vda */
+	char ip[64];    /* boxlite.ip (CIDR); empty: no network besides lo */
+	char gw[64];    /* boxlite.gw */
+	char dns[64];   /* boxlite.dns */
+	int debug;      /* boxlite.debug */
+};
+
+/* /proc, /sys, /dev (devtmpfs); makes sure fds 0-2 are open. */
+void boot_early_mounts(void);
+/* finit_module() for every file in dir, in lexical order. */
+void boot_load_modules(const char *dir);
+void boot_parse_cmdline(struct boot_config *bc);
+/* Moves / from the initramfs (rootfs, which pivot_root refuses) onto a
+ * tmpfs, carrying /proc, /sys and /dev along; then mounts /run. */
+int boot_leave_initramfs(void);
+/* Waits up to wait_ms for dev, then mounts it (ext4) on target. */
+int boot_mount_root(const char *dev, const char *target, unsigned wait_ms);
+/* sync, unmount target (lazily if busy), power off; never returns. */
+void boot_poweroff(const char *target) __attribute__((noreturn));
+
+#endif

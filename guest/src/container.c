@@ -1,0 +1,299 @@
+#include "container.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define READY_TIMEOUT_MS 15000
+
+/* ---- inside the container init ---- */
+
+static char setup_error[256];
+
+static int fail(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *f, ...)
+{
+	int e = errno;
+	char what[160];
+	va_list ap;
+	va_start(ap, f);
+	vsnprintf(what, sizeof(what), f, ap);
+	va_end(ap);
+	snprintf(setup_error, sizeof(setup_error), "%s: %s", what, strerror(e));
+	return -1;
+}
+
+static int mount_at(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
+		    mode_t dirmode)
+{
+	if (mkdir(dst, dirmode) < 0 && errno != EEXIST)
+		return fail("mkdir %s", dst);
+	if (mount(src, dst, type, flags, data) < 0)
+		return fail("mount %s on %s", type ? type : src, dst);
+	return 0;
+}
+
+static int make_dev(void)
+{
+	static const struct {
+		const char *name;
+		unsigned maj, min;
+	} nodes[] = {
+		{ "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 },
+		{ "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+	};
+	static const struct {
+		const char *target, *link;
+	} links[] = {
+		{ "/proc/self/fd", "/dev/fd" },
+		{ "/proc/self/fd/0", "/dev/stdin" },
+		{ "/proc/self/fd/1", "/dev/stdout" },
+		{ "/proc/self/fd/2", "/dev/stderr" },
+		{ "pts/ptmx", "/dev/ptmx" },
+	};
+
+	if (mount_at("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k", 0755) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/dev/%s", nodes[i].name);
+		if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0)
+			return fail("mknod %s", path);
+	}
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+		if (symlink(links[i].target, links[i].link) < 0)
+			return fail("symlink %s", links[i].link);
+	if (mount_at("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+		     "newinstance,ptmxmode=0666,mode=0620,gid=5", 0755) < 0)
+		return -1;
+	if (mount_at("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k",
+		     01777) < 0)
+		return -1;
+	if (mount_at("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0755) < 0)
+		log_warn("container: %s (continuing)", setup_error);
+	return 0;
+}
+
+/* Bind-mounts src over dst, creating dst in the image if it is missing. Runs
+ * after pivot_root, so a symlink at dst resolves inside the container. */
+static int bind_file(const char *src, const char *dst)
+{
+	int fd = open(dst, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+	if (fd < 0) {
+		struct stat st;
+		/* A symlink to nowhere (e.g. resolv.conf -> ../run/systemd/...). */
+		if (lstat(dst, &st) < 0 || !S_ISLNK(st.st_mode) || unlink(dst) < 0)
+			return fail("create %s", dst);
+		fd = open(dst, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+		if (fd < 0)
+			return fail("create %s", dst);
+	}
+	close(fd);
+	if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+		return fail("bind %s", dst);
+	return 0;
+}
+
+/* /etc/hostname, /etc/hosts and /etc/resolv.conf come from a tmpfs that is
+ * only mounted while the files are bound; the binds keep it alive. */
+static int make_etc(const struct container_config *cfg)
+{
+	char hosts[512], resolv[128], hostname[80];
+	const char *stage = "/tmp";
+	int n = snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+			 cfg->hostname);
+	if (cfg->networking && cfg->gateway && *cfg->gateway)
+		snprintf(hosts + n, sizeof(hosts) - (size_t)n, "%s\thost.boxlite.internal\n", cfg->gateway);
+	snprintf(resolv, sizeof(resolv), "nameserver %s\n", cfg->dns && *cfg->dns ? cfg->dns : "10.0.2.3");
+	snprintf(hostname, sizeof(hostname), "%s\n", cfg->hostname);
+
+	if (mkdir("/etc", 0755) < 0 && errno != EEXIST)
+		return fail("mkdir /etc");
+	if (mount_at("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k", 01777) < 0)
+		return -1;
+	int rc = -1;
+	if (write_small_file("/tmp/hostname", hostname, 0644) < 0 || write_small_file("/tmp/hosts", hosts, 0644) < 0 ||
+	    (cfg->networking && write_small_file("/tmp/resolv.conf", resolv, 0644) < 0)) {
+		fail("write /etc files");
+		goto out;
+	}
+	if (bind_file("/tmp/hostname", "/etc/hostname") < 0 || bind_file("/tmp/hosts", "/etc/hosts") < 0)
+		goto out;
+	if (cfg->networking && bind_file("/tmp/resolv.conf", "/etc/resolv.conf") < 0)
+		goto out;
+	rc = 0;
+out:
+	if (umount2(stage, MNT_DETACH) < 0 && rc == 0)
+		rc = fail("umount %s", stage);
+	return rc;
+}
+
+static int setup(const struct container_config *cfg)
+{
+	if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+		return fail("unshare");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return fail("make mounts private");
+	if (mount(cfg->rootdir, cfg->rootdir, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return fail("bind %s", cfg->rootdir);
+	if (chdir(cfg->rootdir) < 0)
+		return fail("chdir %s", cfg->rootdir);
+	/* pivot_root(".", "."): the old root ends up stacked on "." and is detached. */
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return fail("pivot_root");
+	if (umount2(".", MNT_DETACH) < 0)
+		return fail("detach old root");
+	if (chdir("/") < 0)
+		return fail("chdir /");
+
+	if (mount_at("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555) < 0)
+		return -1;
+	if (mount_at("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555) < 0)
+		log_warn("container: %s (continuing)", setup_error);
+	if (make_dev() < 0)
+		return -1;
+	if (make_etc(cfg) < 0)
+		return -1;
+	if (mount_at("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777) < 0)
+		return -1;
+	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+		return fail("sethostname");
+	return 0;
+}
+
+static void init_main(const struct container_config *cfg, int ready_fd)
+{
+	prctl(PR_SET_NAME, "boxlite-init", 0, 0, 0);
+	umask(0);
+	int rc = setup(cfg);
+	umask(022);
+	if (rc < 0) {
+		(void)write_all(ready_fd, setup_error, strlen(setup_error));
+		_exit(1);
+	}
+	(void)write_all(ready_fd, "ok", 2);
+	/* Nothing of the agent's (signalfd, log, stdio) stays open in here. */
+	syscall(SYS_close_range, 0u, ~0u, 0u);
+
+	/* PID 1 of the container: reap orphans, forever. */
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_SETMASK, &chld, NULL);
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	for (;;) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		sigwaitinfo(&chld, NULL);
+	}
+}
+
+/* ---- in the agent ---- */
+
+static int open_ns(pid_t pid, const char *name)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, name);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+int container_start(const struct container_config *cfg, struct container *c)
+{
+	c->init_pid = -1;
+	c->ns_ipc = c->ns_uts = c->ns_mnt = -1;
+	c->error[0] = '\0';
+
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		snprintf(c->error, sizeof(c->error), "pipe: %s", strerror(errno));
+		return -1;
+	}
+	/* The next child becomes PID 1 of a new pid namespace, and so do all
+	 * later children of the agent land in it, while the agent stays out. */
+	if (unshare(CLONE_NEWPID) < 0) {
+		snprintf(c->error, sizeof(c->error), "unshare pid namespace: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		snprintf(c->error, sizeof(c->error), "fork: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		init_main(cfg, p[1]);
+		_exit(1);
+	}
+	close(p[1]);
+
+	char msg[256];
+	size_t got = 0;
+	uint64_t deadline = now_ms() + READY_TIMEOUT_MS;
+	for (;;) {
+		uint64_t now = now_ms();
+		struct pollfd pf = { .fd = p[0], .events = POLLIN };
+		if (now >= deadline || poll(&pf, 1, (int)(deadline - now)) == 0) {
+			snprintf(msg, sizeof(msg), "container init did not report within %d ms", READY_TIMEOUT_MS);
+			got = strlen(msg);
+			kill(pid, SIGKILL);
+			break;
+		}
+		ssize_t r = read(p[0], msg + got, sizeof(msg) - 1 - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		if (got == sizeof(msg) - 1)
+			break;
+	}
+	msg[got] = '\0';
+	close(p[0]);
+	if (strcmp(msg, "ok") != 0) {
+		snprintf(c->error, sizeof(c->error), "%s", got ? msg : "container init died during setup");
+		return -1; /* the init exits; the agent's reaper collects it */
+	}
+	c->init_pid = pid;
+	c->ns_ipc = open_ns(pid, "ipc");
+	c->ns_uts = open_ns(pid, "uts");
+	c->ns_mnt = open_ns(pid, "mnt");
+	if (c->ns_ipc < 0 || c->ns_uts < 0 || c->ns_mnt < 0) {
+		snprintf(c->error, sizeof(c->error), "open namespaces of %d: %s", (int)pid, strerror(errno));
+		container_kill(c);
+		return -1;
+	}
+	return 0;
+}
+
+void container_kill(struct container *c)
+{
+	if (c->init_pid > 0)
+		kill(c->init_pid, SIGKILL);
+	c->init_pid = -1;
+	int *fds[] = { &c->ns_ipc, &c->ns_uts, &c->ns_mnt };
+	for (size_t i = 0; i < 3; i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}

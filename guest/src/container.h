@@ -1,0 +1,33 @@
+/* The container: one "container init" process, PID 1 of its own pid, mount,
+ * UTS and IPC namespaces, whose root is the image disk (pivot_root). The
+ * agent stays outside; executions join these namespaces (exec.c). */
+#ifndef BOXLITE_CONTAINER_H
+#define BOXLITE_CONTAINER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct container_config {
+	const char *rootdir;  /* mounted image root, e.g. /mnt/root */
+	const char *hostname; /* "boxlite" */
+	int networking;       /* write host.boxlite.internal and resolv.conf */
+	const char *gateway;  /* address for host.boxlite.internal */
+	const char *dns;      /* nameserver */
+};
+
+struct container {
+	pid_t init_pid; /* in the agent's pid namespace; -1 when there is none */
+	int ns_ipc, ns_uts, ns_mnt; /* O_CLOEXEC namespace fds for setns */
+	char error[256];            /* why there is no container */
+};
+
+/* Starts the container init and waits until its namespaces are ready.
+ * Afterwards the agent's own children are created in the container's pid
+ * namespace (the agent itself stays outside it). Returns 0 or -1 with
+ * c->error set. */
+int container_start(const struct container_config *cfg, struct container *c);
+
+/* Kills the container init (and with it every process in its namespace). */
+void container_kill(struct container *c);
+
+#endif

@@ -1,0 +1,46 @@
+/* Spawning one execution: pipes or a pty, fork, and in the child: join the
+ * container, session, user, working directory, capabilities, execvp. */
+#ifndef BOXLITE_EXEC_H
+#define BOXLITE_EXEC_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+struct exec_spec {
+	const struct proto_msg *m; /* the EXEC message */
+	const int *ns_fds;         /* ipc, uts, mnt to setns into; NULL: stay in ours */
+	const char *ptmx;          /* ptmx of the devpts the child will see as /dev/pts */
+	int switch_user;           /* resolve m->user and switch to it */
+	int drop_caps;             /* apply the capability baseline */
+};
+
+struct exec_child {
+	pid_t pid;     /* in the agent's pid namespace */
+	int stdin_fd;  /* to the child's stdin: pipe, or the pty master */
+	int stdout_fd; /* from the child's stdout: pipe, or a dup of the pty master */
+	int stderr_fd; /* from the child's stderr: pipe; -1 with a TTY */
+	int status_fd; /* end of file once execvp succeeded, a failure record otherwise */
+};
+
+struct exec_failure {
+	int32_t code; /* 125, 126 or 127 */
+	char message[256];
+};
+
+/* Returns 0 with *out filled (all fds non-blocking, close-on-exec), or -1
+ * with *f describing why nothing was started. */
+int exec_spawn(const struct exec_spec *s, struct exec_child *out, struct exec_failure *f);
+
+/* Reads the spawn status: 1 = failed (*f filled), 0 = exec succeeded,
+ * -1 = not known yet. */
+int exec_read_status(int status_fd, struct exec_failure *f);
+
+/* The pid as seen inside the child's pid namespace (NSpid, last field). */
+uint32_t exec_namespace_pid(pid_t pid);
+
+/* TIOCSWINSZ; 0 rows or cols mean 24 or 80. */
+int exec_set_winsize(int master_fd, uint16_t rows, uint16_t cols);
+
+#endif

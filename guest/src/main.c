@@ -1,0 +1,304 @@
+/* boxlite-guest: PID 1 of the BoxLite VM, serving docs/protocol.md on the
+ * virtio-serial port "boxlite.agent".
+ *
+ *   boxlite-guest                          as /init in the VM (must be PID 1)
+ *   boxlite-guest --host-mode --socket P   as an ordinary process: connects to
+ *        the unix socket P instead of the port; no mounts, modules, network,
+ *        container or power-off; commands run directly on the host.
+ *
+ * One thread, one poll loop; signals arrive through a signalfd and are
+ * handled in the loop like any other event. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "boot.h"
+#include "container.h"
+#include "link.h"
+#include "net.h"
+#include "stream.h"
+#include "util.h"
+
+#define ROOT_MOUNT "/mnt/root"
+#define PORT_NAME "boxlite.agent"
+
+static int host_mode;
+static int sigfd = -1;
+static struct container ctr = { .init_pid = -1, .ns_ipc = -1, .ns_uts = -1, .ns_mnt = -1 };
+static int ns_fds[3];
+static char ptmx_path[64] = "/dev/ptmx";
+static struct stream_env senv;
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: boxlite-guest                     (as PID 1 in the VM)\n"
+			"       boxlite-guest --host-mode --socket PATH [--debug]\n");
+}
+
+static void shutdown_now(void) __attribute__((noreturn));
+static void shutdown_now(void)
+{
+	log_info("shutting down");
+	streams_kill_all();
+	container_kill(&ctr);
+	/* Give the killed processes a moment to die (bounded: a process stuck
+	 * in the kernel must not keep the VM from powering off). */
+	uint64_t deadline = now_ms() + 2000;
+	for (;;) {
+		pid_t pid = waitpid(-1, NULL, WNOHANG);
+		if (pid > 0)
+			continue;
+		if (pid < 0 || now_ms() >= deadline)
+			break;
+		sleep_ms(5);
+	}
+	if (host_mode)
+		exit(0);
+	boot_poweroff(ROOT_MOUNT);
+}
+
+static void on_frame(const struct proto_msg *m)
+{
+	switch (m->type) {
+	case PROTO_HELLO:
+		log_info("host hello: protocol %u.%u, features 0x%x, version %.*s", m->u.hello.major,
+			 m->u.hello.minor, m->u.hello.features, (int)m->u.hello.version.len,
+			 (const char *)m->u.hello.version.ptr);
+		link_send_hello();
+		break;
+	case PROTO_PING: {
+		struct proto_msg pong = *m;
+		pong.type = PROTO_PONG;
+		link_send(&pong);
+		break;
+	}
+	case PROTO_PONG:
+		break;
+	case PROTO_SHUTDOWN:
+		shutdown_now();
+	case PROTO_ERROR:
+		if (m->stream == 0) {
+			log_warn("host reported an error: %.*s", (int)m->u.error.message.len,
+				 (const char *)m->u.error.message.ptr);
+			break;
+		}
+		streams_on_frame(m);
+		break;
+	default:
+		streams_on_frame(m);
+		break;
+	}
+}
+
+static void reap(void)
+{
+	int st;
+	pid_t pid;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (streams_on_child_exit(pid, st))
+			continue;
+		if (pid == ctr.init_pid) {
+			log_err("container init exited (status 0x%x); no further executions", st);
+			container_kill(&ctr);
+			snprintf(ctr.error, sizeof(ctr.error), "container init exited");
+			senv.unavailable = ctr.error;
+			streams_configure(&senv);
+		}
+	}
+}
+
+static void handle_signals(void)
+{
+	struct signalfd_siginfo si;
+	int chld = 0;
+	while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGCHLD)
+			chld = 1;
+		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			shutdown_now();
+	}
+	if (chld)
+		reap();
+}
+
+static void setup_signals(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sigfd < 0) {
+		log_err("signalfd: %s", strerror(errno));
+		exit(1);
+	}
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static void vm_boot(void)
+{
+	struct boot_config bc;
+	boot_early_mounts();
+	log_open_console();
+	log_info("starting, version %s", AGENT_VERSION);
+	boot_load_modules("/lib/boxlite/modules");
+	boot_parse_cmdline(&bc);
+	log_set_debug(bc.debug);
+	if (boot_leave_initramfs() < 0)
+		log_err("staying on the initramfs root; the container will not start");
+
+	net_up_loopback();
+	int networking = 0;
+	if (bc.ip[0])
+		networking = net_up_interface("eth0", bc.ip, bc.gw, 5000) == 0;
+
+	if (boot_mount_root(bc.root, ROOT_MOUNT, 10000) == 0) {
+		struct container_config cfg = {
+			.rootdir = ROOT_MOUNT,
+			.hostname = "boxlite",
+			.networking = networking,
+			.gateway = bc.gw[0] ? bc.gw : "10.0.2.2",
+			.dns = bc.dns[0] ? bc.dns : "10.0.2.3",
+		};
+		if (container_start(&cfg, &ctr) == 0)
+			log_info("container ready (init pid %d)", (int)ctr.init_pid);
+		else
+			log_err("container: %s", ctr.error);
+	} else {
+		snprintf(ctr.error, sizeof(ctr.error), "root disk %s could not be mounted", bc.root);
+	}
+
+	if (ctr.init_pid > 0) {
+		ns_fds[0] = ctr.ns_ipc;
+		ns_fds[1] = ctr.ns_uts;
+		ns_fds[2] = ctr.ns_mnt;
+		snprintf(ptmx_path, sizeof(ptmx_path), "/proc/%d/root/dev/pts/ptmx", (int)ctr.init_pid);
+		senv.ns_fds = ns_fds;
+	} else {
+		senv.unavailable = ctr.error;
+	}
+	senv.ptmx = ptmx_path;
+	senv.switch_user = 1;
+	senv.drop_caps = 1;
+
+	while (link_open_port(PORT_NAME, 30000) < 0)
+		log_err("no virtio port named %s yet; still waiting", PORT_NAME);
+}
+
+static void host_setup(const char *socket_path, pid_t parent)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int n = open("/dev/null", O_RDWR);
+		if (n >= 0 && n != fd) {
+			dup2(n, fd);
+			close(n);
+		}
+	}
+	/* Like tini's subreaper mode: orphans of executions are ours to reap.
+	 * And when whoever started us goes away, so do we (SIGTERM = shutdown). */
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+	if (getppid() != parent)
+		exit(0);
+	link_use_socket(socket_path);
+	senv.ptmx = "/dev/ptmx";
+	senv.switch_user = geteuid() == 0;
+	senv.drop_caps = geteuid() == 0;
+	log_info("host mode, version %s, socket %s", AGENT_VERSION, socket_path);
+}
+
+static int min_timeout(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
+static void serve(void) __attribute__((noreturn));
+static void serve(void)
+{
+	static struct pollfd pfd[STREAMS_POLL_MAX + 2];
+	for (;;) {
+		int n = 0;
+		pfd[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
+		short lev = 0;
+		int lfd = link_poll_fd(&lev);
+		int link_idx = -1;
+		if (lfd >= 0) {
+			link_idx = n;
+			pfd[n++] = (struct pollfd){ .fd = lfd, .events = lev };
+		}
+		int sbase = n;
+		int ns = streams_poll_fill(pfd + n, STREAMS_POLL_MAX);
+		n += ns;
+
+		uint64_t now = now_ms();
+		int timeout = min_timeout(link_timeout_ms(now), streams_timeout_ms(now));
+		int r = poll(pfd, (nfds_t)n, timeout);
+		if (r < 0 && errno != EINTR) {
+			log_err("poll: %s", strerror(errno));
+			sleep_ms(10);
+		}
+		if (r > 0) {
+			streams_on_poll(pfd + sbase, ns);
+			if (pfd[0].revents)
+				handle_signals();
+			if (link_idx >= 0 && pfd[link_idx].revents)
+				link_on_poll(pfd[link_idx].revents);
+		}
+		streams_tick();
+		link_tick();
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *socket_path = NULL;
+	int debug = 0;
+	pid_t parent = getppid();
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--host-mode") == 0) {
+			host_mode = 1;
+		} else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+			socket_path = argv[++i];
+		} else if (strcmp(argv[i], "--debug") == 0) {
+			debug = 1;
+		} else if (getpid() == 1) {
+			continue; /* the kernel passes unknown command-line words to init */
+		} else {
+			usage();
+			return 2;
+		}
+	}
+	if (host_mode && !socket_path) {
+		usage();
+		return 2;
+	}
+	if (!host_mode && getpid() != 1) {
+		fprintf(stderr, "boxlite-guest: not PID 1; outside the VM use --host-mode --socket PATH\n");
+		return 2;
+	}
+	log_set_debug(debug);
+	setup_signals();
+	if (host_mode)
+		host_setup(socket_path, parent);
+	else
+		vm_boot();
+	streams_configure(&senv);
+	link_set_handler(on_frame);
+	serve();
+}

@@ -1,0 +1,42 @@
+/* Exec streams: one per EXEC, keyed by stream id. Moves bytes between the
+ * child's stdio and the link under the WINDOW flow control of
+ * docs/protocol.md section 5, and reports STARTED / EOFs / EXIT. */
+#ifndef BOXLITE_STREAM_H
+#define BOXLITE_STREAM_H
+
+#include <poll.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+#define STREAMS_MAX 1024
+#define STREAMS_POLL_MAX (STREAMS_MAX * 4)
+
+struct stream_env {
+	const int *ns_fds;       /* container namespaces to join; NULL in host mode */
+	const char *ptmx;        /* ptmx for TTY executions */
+	int switch_user;         /* honour EXEC user */
+	int drop_caps;           /* capability baseline */
+	const char *unavailable; /* non-NULL: why executions cannot start */
+};
+
+void streams_configure(const struct stream_env *env);
+
+/* Stream-level frames from the host (EXEC, STDIN, SIGNAL, RESIZE, WINDOW, ...). */
+void streams_on_frame(const struct proto_msg *m);
+
+/* Appends the fds to poll; returns how many were added (at most max). */
+int streams_poll_fill(struct pollfd *pfd, int max);
+/* Handles the revents of the n entries streams_poll_fill() added. */
+void streams_on_poll(const struct pollfd *pfd, int n);
+/* A reaped child: returns 1 if it was an execution's main process. */
+int streams_on_child_exit(pid_t pid, int wstatus);
+/* Timeouts, draining after exit, EXIT reports. Call once per loop. */
+void streams_tick(void);
+/* Milliseconds until the next timeout (-1: none). */
+int streams_timeout_ms(uint64_t now);
+/* SIGKILL every running execution's process group. */
+void streams_kill_all(void);
+
+#endif

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything BoxLite needs on a Debian/Ubuntu host, idempotently:
+# Debian packages, npm packages, the TypeScript build, the guest agent, the
+# guest kernel (into $BOXLITE_HOME/init/kernel) and the offline busybox image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# --- 1. Debian packages (only what is missing; never the recommends: they pull a desktop stack)
+packages=(qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static musl-tools clang libclang-rt-14-dev util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- 2. npm packages and the build
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+say "building the TypeScript package"
+npx tsc -p tsconfig.json
+
+# --- 3. guest agent (static C) and its codec tool
+say "building the guest agent"
+make -s -C guest
+
+# --- 4. guest kernel from Debian's packages
+say "fetching the guest kernel"
+bash scripts/fetch-kernel.sh
+
+# --- 5. the offline default image (built from Debian's busybox-static, no registry needed)
+say "building the busybox image (.cache/images/busybox)"
+node scripts/make-test-image.mjs .cache/images/busybox --variant busybox
+
+say "setup complete"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Newcomer command 2 (and CI): set up, then run every test tier, fuzz the guest
+# decoder, and prove no VM or shim process was left behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "==> tests: unit, protocol, integration (real VMs)"
+npx vitest run
+
+echo "==> fuzzing the guest frame decoder (${FUZZ_SECONDS:-60} s)"
+make -s -C guest fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+
+left=$(pgrep -a -f 'qemu-system|boxlite-shim' | grep -v pgrep || true)
+if [ -n "$left" ]; then
+  echo "leaked VM/shim processes after the suite:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "==> no VM or shim process left behind"

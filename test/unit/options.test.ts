@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/errors/index.js';
+import { defaultCommand, execEnvironment } from '../../src/runtime/image.js';
+import { normalizeBoxOptions, validateExec } from '../../src/runtime/options.js';
+import { resolveHome } from '../../src/store/home.js';
+
+const layout = '/'; // any existing path stands in for an OCI layout here
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('box options', () => {
+  it('applies the reference defaults', () => {
+    const o = normalizeBoxOptions({ rootfsPath: layout }, 4);
+    expect(o).toMatchObject({ cpus: 1, memoryMib: 512, network: 'enabled', autoRemove: false, detach: false, env: [] });
+  });
+
+  it('names the field and the allowed range', () => {
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, cpus: 0 }, 4))).toBe(
+      'configuration error: cpus must be between 1 and 4 (host CPUs), got 0',
+    );
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, cpus: 5 }, 4))).toMatch(/cpus must be between 1 and 4/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, memoryMib: 100 }, 4))).toBe(
+      'configuration error: memoryMib must be between 128 and 65536 MiB, got 100',
+    );
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, env: [{ key: 'A', value: 'ok' }, { key: 'B=C', value: '' }] }, 4))).toMatch(
+      /^configuration error: env\[1\]\.key must not contain '='/,
+    );
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, workingDir: 'rel' }, 4))).toMatch(/workingDir must be an absolute path/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: '/nope/nope' }, 4))).toBe('configuration error: rootfsPath does not exist: /nope/nope');
+    expect(configError(() => normalizeBoxOptions({ cpus: 1 }, 4))).toMatch(/image or rootfsPath is required/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, cpus: '2' as unknown as number }, 4))).toMatch(/^configuration error: cpus /);
+  });
+
+  it('accepts the network shapes of the reference API and rejects mixing them', () => {
+    expect(normalizeBoxOptions({ rootfsPath: layout, network: { mode: 'disabled' } }, 4).network).toBe('disabled');
+    expect(normalizeBoxOptions({ rootfsPath: layout, network: { outbound: { mode: 'disabled' } } }, 4).network).toBe('disabled');
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, network: { mode: 'enabled', outbound: { mode: 'enabled' } } }, 4))).toMatch(
+      /cannot mix outbound/,
+    );
+  });
+
+  it('refuses features this version does not implement instead of ignoring them', () => {
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, volumes: [{}] }, 4))).toMatch(/volumes are not supported/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, ports: [{}] }, 4))).toMatch(/port forwarding is not supported/);
+  });
+
+  it('validates exec arguments', () => {
+    expect(configError(() => validateExec('', [], {}))).toMatch(/command must be a non-empty string/);
+    expect(configError(() => validateExec('ls', [1] as unknown as string[], {}))).toMatch(/args must be an array of strings/);
+    expect(configError(() => validateExec('ls', [], { env: [['=x', 'y']] }))).toMatch(/env\[0\]/);
+    expect(configError(() => validateExec('ls', [], { timeoutSecs: -1 }))).toMatch(/timeoutSecs must be a positive/);
+    expect(() => validateExec('ls', ['-l'], { env: [['A', 'b']], timeoutSecs: 2, workingDir: '/tmp' })).not.toThrow();
+  });
+});
+
+describe('image run config', () => {
+  it('merges env with docker precedence and supplies PATH', () => {
+    expect(execEnvironment(['PATH=/img', 'A=image', 'B=image'], [['B', 'box']], [['C', 'exec'], ['A', 'exec']])).toEqual([
+      'PATH=/img',
+      'A=exec',
+      'B=box',
+      'C=exec',
+      'HOME=/root',
+    ]);
+    expect(execEnvironment(undefined, [], [])[0]).toMatch(/^PATH=.*\/bin/);
+  });
+
+  it('derives the default command like docker', () => {
+    const image = { Entrypoint: ['/entry'], Cmd: ['--flag'] };
+    expect(defaultCommand(image, {})).toEqual(['/entry', '--flag']);
+    expect(defaultCommand(image, { cmd: ['x'] })).toEqual(['/entry', 'x']);
+    expect(defaultCommand(image, { entrypoint: ['sh'] })).toEqual(['sh']);
+    expect(defaultCommand({ Cmd: ['sh'] }, {})).toEqual(['sh']);
+  });
+});
+
+describe('home', () => {
+  it('follows homeDir, then BOXLITE_HOME, then ~/.boxlite', () => {
+    expect(resolveHome('/x/home').boxes).toBe('/x/home/boxes');
+    expect(resolveHome(undefined, { BOXLITE_HOME: '/y' }).root).toBe('/y');
+    expect(resolveHome(undefined, {}).root).toMatch(/\.boxlite$/);
+  });
+
+  it('refuses a home too long for unix socket paths', () => {
+    expect(configError(() => resolveHome('/' + 'a'.repeat(90)))).toMatch(/homeDir is too long for unix sockets/);
+  });
+});
