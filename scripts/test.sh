@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 echo "==> tests: unit, protocol, integration (real VMs)"
-npx vitest run
+mkdir -p .cache
+npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/vitest-results.json
 
 echo "==> fuzzing the guest frame decoder (${FUZZ_SECONDS:-60} s)"
 make -s -C guest fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
@@ -18,3 +19,7 @@ if [ -n "$left" ]; then
   exit 1
 fi
 echo "==> no VM or shim process left behind"
+node -e '
+  const r = require("./.cache/vitest-results.json");
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+'

@@ -1,3 +1,4 @@
+import { InvalidStateError } from '../errors/index.js';
 import type { Box, BoxInfo, BoxMetrics } from '../runtime/box.js';
 import type { BoxOptions } from '../runtime/options.js';
 import { JsBoxlite } from '../runtime/runtime.js';
@@ -94,7 +95,7 @@ export class SimpleBox {
 
   /** The box id (ULID). Throws before the box exists; use getId() to create it. */
   get id(): string {
-    if (!this._box) throw new Error('Box not yet created. Call exec() first or use getId() async method.');
+    if (!this._box) throw new InvalidStateError('box not yet created; call exec() first or use getId()');
     return this._box.id;
   }
 
@@ -112,7 +113,7 @@ export class SimpleBox {
   }
 
   async info(): Promise<BoxInfo> {
-    if (!this._box) throw new Error('Box not yet created. Call exec() first.');
+    if (!this._box) throw new InvalidStateError('box not yet created; call exec() first or use getInfo()');
     return this._box.info();
   }
 
