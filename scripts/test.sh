@@ -12,7 +12,8 @@ npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/vites
 echo "==> fuzzing the guest frame decoder (${FUZZ_SECONDS:-60} s)"
 make -s -C guest fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
-left=$(pgrep -a -f 'qemu-system|boxlite-shim' | grep -v pgrep || true)
+# Live processes only: a zombie is already dead, waiting for its parent to reap it.
+left=$(ps -eo pid=,stat=,args= | grep -E 'qemu-system|boxlite-shim' | grep -vE '^ *[0-9]+ +Z' | grep -v grep || true)
 if [ -n "$left" ]; then
   echo "leaked VM/shim processes after the suite:" >&2
   echo "$left" >&2

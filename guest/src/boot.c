@@ -170,7 +170,9 @@ int boot_mount_root(const char *dev, const char *target, unsigned wait_ms)
 		log_err("mkdir %s: %s", target, strerror(errno));
 		return -1;
 	}
-	if (mount(dev, target, "ext4", 0, NULL) < 0) {
+	/* nodev: the container keeps CAP_MKNOD (docker's baseline); a node made
+	 * on the image (e.g. for this very disk) must not open. */
+	if (mount(dev, target, "ext4", MS_NODEV, NULL) < 0) {
 		log_err("mount %s on %s: %s", dev, target, strerror(errno));
 		return -1;
 	}

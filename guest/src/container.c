@@ -47,6 +47,11 @@ static int mount_at(const char *src, const char *dst, const char *type, unsigned
 	return 0;
 }
 
+/* /dev is a nodev tmpfs too: there is no device cgroup, so a node the
+ * container makes with its CAP_MKNOD (docker's baseline) must not open,
+ * wherever it is made. The nodes it does get are made on a staging tmpfs and
+ * bind-mounted over empty files (a bind keeps the flags of its source mount);
+ * the binds keep the staging tmpfs alive once it is detached. */
 static int make_dev(void)
 {
 	static const struct {
@@ -65,15 +70,41 @@ static int make_dev(void)
 		{ "/proc/self/fd/2", "/dev/stderr" },
 		{ "pts/ptmx", "/dev/ptmx" },
 	};
+	const char *stage = "/dev/.boxlite-nodes";
 
-	if (mount_at("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k", 0755) < 0)
+	if (mount_at("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=755,size=65536k", 0755) <
+	    0)
 		return -1;
+	if (mount_at("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=16k", 0755) < 0)
+		return -1;
+	int rc = -1;
 	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
-		char path[64];
+		char node[64], path[64];
+		snprintf(node, sizeof(node), "%s/%s", stage, nodes[i].name);
 		snprintf(path, sizeof(path), "/dev/%s", nodes[i].name);
-		if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0)
-			return fail("mknod %s", path);
+		if (mknod(node, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0) {
+			fail("mknod %s", node);
+			goto out;
+		}
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		if (fd < 0) {
+			fail("create %s", path);
+			goto out;
+		}
+		close(fd);
+		if (mount(node, path, NULL, MS_BIND, NULL) < 0) {
+			fail("bind %s", path);
+			goto out;
+		}
 	}
+	rc = 0;
+out:
+	if (umount2(stage, MNT_DETACH) < 0 && rc == 0)
+		rc = fail("umount %s", stage);
+	if (rmdir(stage) < 0 && rc == 0)
+		rc = fail("rmdir %s", stage);
+	if (rc < 0)
+		return -1;
 	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
 		if (symlink(links[i].target, links[i].link) < 0)
 			return fail("symlink %s", links[i].link);
@@ -150,6 +181,9 @@ static int setup(const struct container_config *cfg)
 		return fail("make mounts private");
 	if (mount(cfg->rootdir, cfg->rootdir, NULL, MS_BIND | MS_REC, NULL) < 0)
 		return fail("bind %s", cfg->rootdir);
+	/* The image is nodev whatever it was mounted with (see make_dev). */
+	if (mount(NULL, cfg->rootdir, NULL, MS_REMOUNT | MS_BIND | MS_NODEV, NULL) < 0)
+		return fail("remount %s nodev", cfg->rootdir);
 	if (chdir(cfg->rootdir) < 0)
 		return fail("chdir %s", cfg->rootdir);
 	/* pivot_root(".", "."): the old root ends up stacked on "." and is detached. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,9 @@ struct stream {
 	int in_fd;     /* child's stdin (pipe or pty master); -1 once closed */
 	int out_fd[2]; /* stdout, stderr; -1 once at EOF or drained */
 	int64_t credit[2];
+	/* Once exited: bytes still to forward per output (the snapshot taken at
+	 * the reap), or -1 when no writer is left and reading to EOF is bounded. */
+	int64_t left[2];
 	uint8_t *inbuf; /* stdin bytes received, not yet written */
 	size_t in_len, in_cap;
 	int in_eof;      /* host ended stdin */
@@ -175,12 +179,22 @@ static void on_stdin(struct stream *s, const struct proto_msg *m)
 /* ---- stdout / stderr ---- */
 
 /* Reads from out_fd[i] while credit lasts. One read per call while the
- * process runs (fairness); until the pipe is empty once it has exited. */
+ * process runs (fairness). Once it has exited, what left[i] allows: what the
+ * pipe held at the reap, then the output ends even if a background process
+ * that inherited it keeps writing (docs/protocol.md section 3). */
 static void pump_output(struct stream *s, int i)
 {
 	static const uint8_t types[2] = { PROTO_STDOUT, PROTO_STDERR };
-	while (s->out_fd[i] >= 0 && s->credit[i] > 0) {
+	for (;;) {
+		if (s->out_fd[i] < 0)
+			return;
+		if (s->exited && s->left[i] == 0)
+			break; /* the snapshot is forwarded, with or without credit left */
+		if (s->credit[i] <= 0)
+			return; /* waiting for the host to return credit */
 		size_t want = s->credit[i] < (int64_t)OUT_CHUNK ? (size_t)s->credit[i] : OUT_CHUNK;
+		if (s->exited && s->left[i] > 0 && (int64_t)want > s->left[i])
+			want = (size_t)s->left[i];
 		struct link_chunk *c = link_chunk_new(want);
 		if (!c)
 			return;
@@ -190,6 +204,8 @@ static void pump_output(struct stream *s, int i)
 			s->credit[i] -= r;
 			if (!s->exited)
 				return;
+			if (s->left[i] > 0)
+				s->left[i] -= r;
 			continue;
 		}
 		int e = errno;
@@ -199,9 +215,36 @@ static void pump_output(struct stream *s, int i)
 		if (r < 0 && e == EAGAIN && !s->exited)
 			return;
 		/* EOF; EIO from a pty whose other side is closed; or, after the
-		 * process exited, an empty pipe: what it held has been forwarded and
-		 * background processes that inherited it are not waited for. */
-		close_fd(&s->out_fd[i]);
+		 * process exited, an empty pipe. */
+		break;
+	}
+	close_fd(&s->out_fd[i]);
+}
+
+/* At the reap of the main process: how much of each output is still
+ * forwarded. A pipe (or pty) that nobody can write any more (POLLHUP) is read
+ * to its end: that is bounded, and for a pty the kernel pushes what the
+ * process wrote before it reports EIO. Otherwise a background process holds
+ * it, and only what it holds now (FIONREAD) is forwarded. */
+static void snapshot_output(struct stream *s)
+{
+	for (int i = 0; i < 2; i++) {
+		s->left[i] = 0;
+		if (s->out_fd[i] < 0)
+			continue;
+		struct pollfd p = { .fd = s->out_fd[i], .events = POLLIN };
+		int r;
+		do
+			r = poll(&p, 1, 0);
+		while (r < 0 && errno == EINTR);
+		if (r > 0 && (p.revents & POLLHUP)) {
+			s->left[i] = -1;
+			continue;
+		}
+		int n = 0;
+		if (ioctl(s->out_fd[i], FIONREAD, &n) < 0 || n < 0)
+			n = 0;
+		s->left[i] = n;
 	}
 }
 
@@ -441,6 +484,7 @@ int streams_on_child_exit(pid_t pid, int wstatus)
 		if (s->pid == pid && !s->exited) {
 			s->exited = 1;
 			s->wstatus = wstatus;
+			snapshot_output(s);
 			if (s->in_len)
 				drop_stdin(s);
 			return 1;

@@ -10,6 +10,7 @@ Plays the host: listens on a unix socket and drives the agent with real frames.
 """
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -307,6 +308,93 @@ def background_holder_not_awaited(h):
     assert bytes(r.out) == b"hi\n" and r.exit["code"] == 0, (r.out, r.exit)
 
 
+def started_pid(r):
+    return next(struct.unpack(">I", p)[0] for t, p in r.events if t == STARTED)
+
+
+def group_alive(h, pgid):
+    if h.vm:
+        return h.run(["kill", "-0", "-%d" % pgid]).exit["code"] == 0
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def kill_group(h, pgid):
+    """Ends what an execution left running: the agent does not (nor does docker exec)."""
+    if h.vm:
+        h.run(["kill", "-9", "-%d" % pgid])
+    else:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@test
+def background_writer_does_not_withhold_exit(h):
+    """What the pipes hold when the main process exits is forwarded, then the
+    streams end, even while a background process keeps them full (section 3)."""
+    cases = [
+        (["sh", "-c", "yes & exit 0"], False, None),
+        (["sh", "-c", "echo last; yes >/dev/null & exit 0"], False, b"last\n"),
+        (["sh", "-c", "trap '' HUP; yes & exit 0"], True, None),
+    ]
+    pgids = []
+    try:
+        for argv, tty, want in cases:
+            t0 = time.monotonic()
+            sid = h.exec(argv, tty=tty)
+            r = h.streams[sid]
+            h.pump(lambda: r.exit is not None or any(t == STARTED for t, _ in r.events), 3)
+            if r.exit is None:
+                pgids.append(started_pid(r))  # setsid: the pid is the group
+            h.wait_exit(sid, timeout=max(0.1, 3 - (time.monotonic() - t0)))
+            assert r.exit == {"code": 0, "signal": 0, "reason": 0, "message": ""}, (argv, r.exit)
+            check_order(r)
+            out = bytes(r.out)
+            if want is not None:
+                assert out == want, (argv, out[:200])
+            else:
+                assert set(out) <= set(b"y\r\n"), (argv, out[:200])
+        assert group_alive(h, pgids[1]), "the agent must not kill background processes"
+        # Deterministic: no credit while it runs, so the pipe is full at the exit
+        # and stays full; then credit as a consumer returns it. Only the
+        # snapshot (at most a pipe's size) follows the first window.
+        h.auto_credit = False
+        sid = h.exec(["sh", "-c", "for i in 1 2 3 4; do yes & done; sleep 0.3; echo bye >&2; exit 0"])
+        r = h.streams[sid]
+        h.pump(lambda: any(t == STARTED for t, _ in r.events), 3)
+        pgids.append(started_pid(r))
+        h.pump(lambda: len(r.out) == OUTPUT_WINDOW and r.err == b"bye\n", 5)
+        time.sleep(1)  # sh is reaped meanwhile; credit before that would still be used
+        t0 = time.monotonic()
+        granted = OUTPUT_WINDOW
+        while r.exit is None:
+            assert time.monotonic() - t0 < 3, "no EXIT after %d bytes" % len(r.out)
+            if len(r.out) + OUTPUT_WINDOW > granted:
+                h.send(WINDOW, sid, struct.pack(">BI", 1, len(r.out) + OUTPUT_WINDOW - granted))
+                granted = len(r.out) + OUTPUT_WINDOW
+            try:
+                h.pump(lambda: r.exit is not None or len(r.out) + OUTPUT_WINDOW > granted, 0.2)
+            except TimeoutError:
+                pass
+        assert r.exit["code"] == 0 and r.exit["reason"] == 0, r.exit
+        assert OUTPUT_WINDOW < len(r.out) <= 2 * OUTPUT_WINDOW, "%d bytes after a full window" % len(r.out)
+        assert set(bytes(r.out)) == set(b"y\n")
+        check_order(r)
+    finally:
+        h.auto_credit = True
+        for pgid in pgids:
+            kill_group(h, pgid)
+    deadline = time.monotonic() + 5
+    while any(group_alive(h, g) for g in pgids):
+        assert time.monotonic() < deadline, "background yes still running"
+        time.sleep(0.05)
+
+
 @test
 def output_flow_control(h):
     h.auto_credit = False
@@ -410,6 +498,28 @@ def container_view(h):
     assert bytes(r.out) == b"survived\n", r.out
     r = h.run(["true"])
     assert r.exit["code"] == 0, r.exit
+
+
+@test
+def device_nodes_unusable(h):
+    """VM only: a node the container makes (it keeps CAP_MKNOD) does not open,
+    on the image or on the tmpfs mounts; the agent's own /dev nodes do."""
+    if not h.vm:
+        return
+    r = h.run(["cat", "/sys/block/vda/dev"])
+    majmin = bytes(r.out).decode().strip() or "254:0"
+    maj, mn = majmin.split(":")
+    script = ('for d in /root /dev /tmp /dev/shm; do mknod $d/x b %s %s || echo "$d: mknod failed"; '
+              'dd if=$d/x of=/dev/null count=1 2>/dev/null && echo "$d: read the disk"; '
+              'dd if=$d/x of=/dev/null count=1 2>&1 | grep -q "Permission denied" || echo "$d: no EACCES"; '
+              'rm -f $d/x; done; '
+              'echo hi >/dev/null && head -c 5 /dev/zero | wc -c && head -c 7 /dev/urandom | wc -c && '
+              'head -c 3 /dev/random | wc -c && ! echo x 2>/dev/null >/dev/full && echo nodes-ok' % (maj, mn))
+    r = h.run(["sh", "-c", script])
+    out = bytes(r.out).decode()
+    assert out.split() == ["5", "7", "3", "nodes-ok"], (majmin, out, bytes(r.err))
+    r = h.run(["sh", "-c", "tty && echo ok"], tty=True)
+    assert b"/dev/pts/" in r.out and b"ok" in r.out, bytes(r.out)
 
 
 @test

@@ -291,7 +291,15 @@ export class LayerApplier {
           this.remove(existing);
         }
         const node = this.addNode(parent, base, target.meta, false);
-        this.hostOp(() => fs.linkSync(this.host(target), this.host(node)), node);
+        // link(2) follows a symlink in its last component on macOS: a hard link to an
+        // image symlink could then pin a host file. Recreate the symlink instead; ext4.ts
+        // re-links symlink groups inside the image.
+        if (target.meta.linkTarget !== undefined) {
+          const linkTarget = target.meta.linkTarget;
+          this.hostOp(() => fs.symlinkSync(linkTarget, this.host(node)), node);
+        } else {
+          this.hostOp(() => fs.linkSync(this.host(target), this.host(node)), node);
+        }
         return;
       }
       case 'character-device':

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
-import { ExecutionError, InvalidStateError, PortalError, toBoxliteError, type BoxliteError } from '../errors/index.js';
+import { BoxliteError, ExecutionError, InvalidStateError, PortalError, toBoxliteError } from '../errors/index.js';
 import type { Message } from '../protocol/codec.js';
-import { launchShim, ShimClient } from '../shim/client.js';
+import { launchShim, ShimClient, type LaunchedShim } from '../shim/client.js';
+import { isProcessAlive } from '../util/fs.js';
 import { boxPaths, type ShimConfig } from '../shim/config.js';
 import type { BoxRecord, BoxStatus } from '../store/boxes.js';
 import { Execution, type ExecResult } from './execution.js';
@@ -159,6 +160,7 @@ export class Box {
     const { state, shim } = this.ctx.store.status(this.id);
     if (shim) {
       if (state.status === 'stopping') throw new InvalidStateError(`box ${this.id} is stopping`);
+      if (!shim.qemuPid) return this.attachWhenReady(this.ctx.agentTimeoutMs(this.ctx.accelerator().kind));
       this.client = await ShimClient.connect(paths.controlSocket);
       return this.client;
     }
@@ -189,8 +191,15 @@ export class Box {
       detach,
     };
     const t2 = performance.now();
+    let launched: LaunchedShim | undefined;
     try {
-      const launched = await launchShim(config);
+      try {
+        launched = await launchShim(config);
+      } catch (err) {
+        // Another process (or handle) is booting this box right now: use its VM.
+        if (err instanceof BoxliteError && err.code === 'AlreadyExists') return await this.attachWhenReady(config.agentTimeoutMs);
+        throw err;
+      }
       const t3 = performance.now();
       this.watchdog = launched.watchdog;
       this.client = await ShimClient.connect(paths.controlSocket);
@@ -211,10 +220,30 @@ export class Box {
       this.ctx.onBoxStarted(this);
       return this.client;
     } catch (err) {
+      if (launched) {
+        // The VM booted but we cannot use it: do not leave it running unreachable.
+        killProcess(launched.state.shimPid, launched.state.shimStartTime);
+        this.watchdog?.destroy();
+        this.watchdog = undefined;
+      }
       this.ctx.store.writeState(this.id, { status: 'failed', lastError: (err as Error).message });
       this.ctx.onBoxFailed();
       throw toBoxliteError(err, 'Engine');
     }
+  }
+
+  private async attachWhenReady(timeoutMs: number): Promise<ShimClient> {
+    const deadline = Date.now() + timeoutMs;
+    const paths = boxPaths(this.ctx.store.dir(this.id));
+    while (Date.now() < deadline) {
+      if (this.ctx.store.liveShim(this.id)?.qemuPid) {
+        this.client = await ShimClient.connect(paths.controlSocket);
+        return this.client;
+      }
+      if (!fs.existsSync(paths.shimLock)) break; // the other boot gave up
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new InvalidStateError(`box ${this.id} was being started by another process, which did not finish`);
   }
 
   /**
@@ -295,14 +324,25 @@ export class Box {
 
   /** Gracefully powers the VM off (bounded, then forced). Removes the box when autoRemove is set. */
   async stop(): Promise<void> {
-    const { shim } = this.ctx.store.status(this.id);
+    const { shim, state } = this.ctx.store.status(this.id);
     if (shim) {
-      this.ctx.store.writeState(this.id, { ...this.ctx.store.readState(this.id), status: 'stopping' });
-      const client = this.client && !this.client.isClosed ? this.client : await ShimClient.connect(boxPaths(this.ctx.store.dir(this.id)).controlSocket).catch(() => undefined);
-      if (client) await client.request('stop');
-      await waitForExit(shim.shimPid, 15_000);
-      if (fs.existsSync(this.ctx.store.dir(this.id))) {
-        this.ctx.store.writeState(this.id, { status: 'stopped', stoppedAt: new Date().toISOString(), startedAt: this.ctx.store.readState(this.id).startedAt });
+      this.ctx.store.writeState(this.id, { ...state, status: 'stopping' });
+      try {
+        const client =
+          this.client && !this.client.isClosed
+            ? this.client
+            : await ShimClient.connect(boxPaths(this.ctx.store.dir(this.id)).controlSocket).catch(() => undefined);
+        if (client) await client.request('stop').catch(() => undefined);
+        if (!(await waitForExit(shim.shimPid, 15_000))) killProcess(shim.shimPid, shim.shimStartTime);
+        await waitForExit(shim.shimPid, 5_000);
+      } finally {
+        if (fs.existsSync(this.ctx.store.dir(this.id))) {
+          const alive = this.ctx.store.liveShim(this.id);
+          this.ctx.store.writeState(
+            this.id,
+            alive ? state : { status: 'stopped', startedAt: state.startedAt, stoppedAt: new Date().toISOString() },
+          );
+        }
       }
     }
     this.client?.close();
@@ -317,16 +357,9 @@ export class Box {
   async kill(): Promise<void> {
     const { shim } = this.ctx.store.status(this.id);
     if (shim) {
-      try {
-        process.kill(shim.shimPid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-      try {
-        process.kill(shim.qemuPid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      // Only processes proven to be this box's (pid + start time): a stale pid may be anyone's.
+      killProcess(shim.shimPid, shim.shimStartTime);
+      if (shim.qemuPid) killProcess(shim.qemuPid, shim.qemuStartTime);
       await waitForExit(shim.shimPid, 5_000);
     }
     this.client?.close();
@@ -352,14 +385,21 @@ export class Box {
   }
 }
 
-async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
+/** Resolves true once the process is gone, false on timeout. */
+async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
+    if (!isProcessAlive(pid)) return true;
     await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
+}
+
+function killProcess(pid: number, startTime?: string): void {
+  if (!isProcessAlive(pid, startTime)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone meanwhile
   }
 }

@@ -1,6 +1,6 @@
 import { StringDecoder } from 'node:string_decoder';
 import { ExitReason, type Message } from '../protocol/codec.js';
-import { ExecutionError, type BoxliteError } from '../errors/index.js';
+import type { BoxliteError } from '../errors/index.js';
 import type { ExecChannel } from '../shim/client.js';
 
 export interface ExecResult {
@@ -114,27 +114,37 @@ export class ExecOutput {
 
 export class ExecInput {
   private closed = false;
+  /** Writes and close go out strictly in call order, even when a write waits for credit. */
+  private queue: Promise<void> = Promise.resolve();
+
   constructor(
     private readonly channel: ExecChannel,
     private readonly onWrite: (bytes: number) => void,
   ) {}
 
+  private enqueue(op: () => Promise<void>): Promise<void> {
+    const next = this.queue.then(op);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
   /** Resolves once the data is on its way; waits for guest credit (back-pressure). */
-  async write(data: Buffer | Uint8Array): Promise<void> {
-    if (this.closed) return;
-    this.onWrite(data.byteLength);
-    await this.channel.writeStdin(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  write(data: Buffer | Uint8Array): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const copy = Buffer.from(data);
+    this.onWrite(copy.length);
+    return this.enqueue(() => this.channel.writeStdin(copy));
   }
 
   writeString(text: string): Promise<void> {
     return this.write(Buffer.from(text, 'utf8'));
   }
 
-  /** End of input: the process sees EOF on stdin. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** End of input (after everything written before it): the process sees EOF on stdin. */
+  close(): Promise<void> {
+    if (this.closed) return this.queue;
     this.closed = true;
-    await this.channel.closeStdin();
+    return this.enqueue(() => this.channel.closeStdin());
   }
 }
 
@@ -185,7 +195,7 @@ export class Execution {
         return;
       }
       case 'ERROR':
-        this.lost(new ExecutionError(`the guest agent dropped this execution: ${m.message}`));
+        // A refused request (bad signal, late stdin); the process itself runs on.
         return;
     }
   }

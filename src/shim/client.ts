@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { EngineError, PortalError, errorFromWire, type BoxliteError } from '../errors/index.js';
-import { PROTOCOL_MAJOR, PROTOCOL_MINOR, STDIN_WINDOW, type Message } from '../protocol/codec.js';
+import { ConfigError, EngineError, PortalError, errorFromWire, type BoxliteError } from '../errors/index.js';
+import { encode, MAX_PAYLOAD, PROTOCOL_MAJOR, PROTOCOL_MINOR, STDIN_WINDOW, type Message } from '../protocol/codec.js';
 import { Link } from '../protocol/link.js';
 import { boxPaths, type ShimConfig, type ShimReadyLine, type ShimState } from './config.js';
 
@@ -60,6 +60,7 @@ export class ExecChannel {
   private stdinCredit = STDIN_WINDOW;
   private creditWaiters: Array<() => void> = [];
   finished = false;
+  started = false;
 
   constructor(
     private readonly client: ShimClient,
@@ -87,10 +88,18 @@ export class ExecChannel {
   }
 
   signal(signo: number): Promise<void> {
+    if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
+      return Promise.reject(new ConfigError(`signal must be an integer between 1 and 64, got ${signo}`));
+    }
     return this.client.send({ type: 'SIGNAL', stream: this.stream, signo });
   }
 
   resize(rows: number, cols: number): Promise<void> {
+    for (const [name, v] of [['rows', rows], ['cols', cols]] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > 65535) {
+        return Promise.reject(new ConfigError(`${name} must be an integer between 1 and 65535, got ${v}`));
+      }
+    }
     return this.client.send({ type: 'RESIZE', stream: this.stream, rows, cols });
   }
 
@@ -125,7 +134,7 @@ export class ShimClient {
     link.socket.unref();
     link.onMessage((m) => this.dispatch(m));
     link.onClose((err) => {
-      const lost = new EngineError(`lost the connection to the box${err ? `: ${err.message}` : ''} (the box stopped)`);
+      const lost = new PortalError(`lost the connection to the box${err ? `: ${err.message}` : ''} (the box stopped)`);
       for (const { channel, handlers } of this.execs.values()) {
         channel.finished = true;
         channel.addStdinCredit(0);
@@ -212,8 +221,19 @@ export class ShimClient {
     }
   }
 
+  /** Throws ConfigError (and registers nothing) when the request does not fit one frame. */
   openExec(exec: Omit<Extract<Message, { type: 'EXEC' }>, 'stream' | 'type'>, handlers: ExecHandlers): ExecChannel {
-    const stream = this.nextStream++;
+    const stream = this.nextStream;
+    let size: number;
+    try {
+      size = encode({ type: 'EXEC', stream, ...exec }).length;
+    } catch {
+      size = Infinity;
+    }
+    if (size > MAX_PAYLOAD) {
+      throw new ConfigError(`command, arguments and environment must fit in ${MAX_PAYLOAD / 1024} KiB; pass large input on stdin`);
+    }
+    this.nextStream++;
     const channel = new ExecChannel(this, stream);
     this.execs.set(stream, { channel, handlers });
     this.hold();
@@ -238,12 +258,15 @@ export class ShimClient {
       entry.channel.addStdinCredit(m.bytes);
       return;
     }
-    if (m.type === 'EXIT' || (m.type === 'ERROR' && m.stream !== 0)) {
+    // ERROR ends an execution only before it started (the EXEC was refused); after
+    // STARTED it reports a refused request (e.g. a bad signal) and the process runs on.
+    if (m.type === 'EXIT' || (m.type === 'ERROR' && !entry.channel.started)) {
       this.execs.delete(m.stream);
       entry.channel.finished = true;
       entry.channel.addStdinCredit(0);
       this.release();
     }
+    if (m.type === 'STARTED') entry.channel.started = true;
     entry.handlers.onMessage(m);
   }
 

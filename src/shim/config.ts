@@ -24,7 +24,9 @@ export type ShimReadyLine =
 /** Persisted in `boxes/<id>/shim.json` while the shim lives. */
 export interface ShimState {
   shimPid: number;
+  shimStartTime?: string;
   qemuPid: number;
+  qemuStartTime?: string;
   accel: string;
   accelReason: string;
   startedAt: string;
@@ -41,6 +43,8 @@ export function boxPaths(boxDir: string) {
     controlSocket: path.join(boxDir, 'control.sock'),
     agentSocket: path.join(boxDir, 'agent.sock'),
     shimState: path.join(boxDir, 'shim.json'),
+    /** Held (O_EXCL) by the one shim that owns this box's VM, from boot to exit. */
+    shimLock: path.join(boxDir, 'shim.lock'),
     logsDir: path.join(boxDir, 'logs'),
     consoleLog: path.join(boxDir, 'logs', 'console.log'),
     qemuLog: path.join(boxDir, 'logs', 'qemu.log'),

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { EngineError, PortalError, BoxliteError, toBoxliteError } from '../errors/index.js';
+import { AlreadyExistsError, EngineError, PortalError, BoxliteError, toBoxliteError } from '../errors/index.js';
 import { PROTOCOL_MAJOR, PROTOCOL_MINOR, type Message } from '../protocol/codec.js';
 import { Link } from '../protocol/link.js';
 import { buildQemuCommand } from '../vmm/qemu.js';
 import { boxPaths, type ShimConfig, type ShimReadyLine, type ShimState } from './config.js';
-import { readTail, writeFileAtomic } from '../util/fs.js';
+import { isProcessAlive, processStartTime, readJson, readTail, writeFileAtomic } from '../util/fs.js';
 
 const SHIM_VERSION = '0.1.0';
 
@@ -33,7 +33,7 @@ export class Shim {
   /** agent stream id → owner */
   private readonly routes = new Map<number, { client: Client; clientStream: number }>();
   private nextAgentStream = 1;
-  private pendingPings: Array<(rtt: number) => void> = [];
+  private pendingPings: Array<(at?: number) => void> = [];
   private stopping?: Promise<void>;
   private state?: ShimState;
   private finish!: (exitCode: number) => void;
@@ -51,6 +51,7 @@ export class Shim {
   /** Boots the VM and resolves once the agent said HELLO and the control socket listens. */
   async start(): Promise<ShimState> {
     const { qemu: spec } = this.config;
+    this.acquireLock();
     for (const p of [this.paths.agentSocket, this.paths.controlSocket]) fs.rmSync(p, { force: true });
 
     this.agentServer = net.createServer();
@@ -65,8 +66,10 @@ export class Shim {
     fs.writeFileSync(this.paths.consoleLog, '');
     const qemuLog = fs.openSync(this.paths.qemuLog, 'w');
     // setpriv --pdeathsig: QEMU dies with the shim even if the shim is SIGKILLed.
-    const [file, args] = fs.existsSync('/usr/bin/setpriv')
-      ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', '--', cmd.binary, ...cmd.args]]
+    const setpriv = findSetpriv();
+    if (!setpriv) this.log('setpriv not found: QEMU will not die with a SIGKILLed shim');
+    const [file, args] = setpriv
+      ? [setpriv, ['--pdeathsig', 'KILL', '--', cmd.binary, ...cmd.args]]
       : [cmd.binary, cmd.args];
     this.log(`spawn ${cmd.binary} ${cmd.args.join(' ')}`);
     const spawnedAt = performance.now();
@@ -94,7 +97,9 @@ export class Shim {
 
     this.state = {
       shimPid: process.pid,
+      shimStartTime: processStartTime(process.pid),
       qemuPid: qemu.pid!,
+      qemuStartTime: processStartTime(qemu.pid!),
       accel: spec.accel,
       accelReason: this.config.accelReason,
       startedAt: new Date().toISOString(),
@@ -133,17 +138,26 @@ export class Shim {
       const socket = await agentConnected;
       const link = new Link(socket);
       this.agent = link;
+      const early: Message[] = [];
       const first = await new Promise<Message>((resolve, reject) => {
-        link.onMessage(resolve);
+        link.onMessage((m) => (early.length === 0 ? resolve(m) : undefined, early.push(m)));
         link.onClose((err) => reject(new PortalError(`agent link closed before HELLO${err ? `: ${err.message}` : ''}`)));
       });
+      early.shift();
       if (first.type !== 'HELLO') throw new PortalError(`agent sent ${first.type} before HELLO`);
       if (first.major !== PROTOCOL_MAJOR) {
         throw new PortalError(`agent speaks protocol ${first.major}.${first.minor}, host needs ${PROTOCOL_MAJOR}.x`);
       }
       this.log(`agent HELLO after ${Math.round(performance.now() - spawnedAt)} ms`);
       link.onMessage((m) => this.fromAgent(m));
-      link.onClose((err) => this.log(`agent link closed${err ? `: ${err.message}` : ''}`));
+      // Frames that arrived in the same chunk as HELLO.
+      for (const m of early) this.fromAgent(m);
+      link.onClose((err) => {
+        if (this.stopping) return;
+        // Without the agent link nothing in the box can be reached: end the box rather
+        // than leave callers waiting on a VM that can no longer answer.
+        this.kill(`agent link lost${err ? `: ${err.message}` : ''}`, 1);
+      });
       link.send({ type: 'HELLO', stream: 0, major: PROTOCOL_MAJOR, minor: PROTOCOL_MINOR, features: 0xf, version: SHIM_VERSION });
       this.agentHello = first;
       return first;
@@ -162,9 +176,13 @@ export class Shim {
     client.link.onClose(() => {
       this.clients.delete(client);
       // A client that goes away takes its executions with it: nobody can read them any more.
+      // Their routes go too, so late output is credited back (below) and the agent is never
+      // left waiting for a window that only a dead client could open.
       for (const agentStream of client.streams.values()) {
+        this.routes.delete(agentStream);
         this.agent?.send({ type: 'SIGNAL', stream: agentStream, signo: 9 });
       }
+      client.streams.clear();
     });
   }
 
@@ -199,7 +217,10 @@ export class Shim {
       case 'WINDOW': {
         const agentStream = client.streams.get(m.stream);
         if (agentStream === undefined) {
-          client.link.send({ type: 'ERROR', stream: m.stream, message: `unknown stream ${m.stream}` });
+          // Credit returned just after EXIT is normal; an ERROR for it could hit a reused id.
+          if (m.type !== 'WINDOW') {
+            client.link.send({ type: 'ERROR', stream: m.stream, message: `unknown stream ${m.stream}` });
+          }
           return;
         }
         agent.send({ ...m, stream: agentStream });
@@ -256,10 +277,15 @@ export class Shim {
   }
 
   /** One PING/PONG over the agent link: the raw round trip that benchmarks compare against. */
-  pingAgent(): Promise<number> {
+  pingAgent(timeoutMs = 10_000): Promise<number> {
     const sent = performance.now();
-    return new Promise((resolve) => {
-      this.pendingPings.push((at) => resolve(at - sent));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new PortalError(`agent did not answer PING within ${timeoutMs} ms`)), timeoutMs);
+      this.pendingPings.push((at) => {
+        clearTimeout(timer);
+        if (at === undefined) reject(new PortalError('agent link lost'));
+        else resolve(at - sent);
+      });
       this.agent!.send({ type: 'PING', stream: 0, data: Buffer.alloc(8) });
     });
   }
@@ -300,19 +326,57 @@ export class Shim {
     this.cleanup(1);
   }
 
+  private lockHeld = false;
+
+  /**
+   * One VM per box: the shim that creates shim.lock (O_EXCL) owns the box until it exits.
+   * A second booter (another process, another handle) fails here and attaches instead.
+   */
+  private acquireLock(): void {
+    const mine = JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.writeFileSync(this.paths.shimLock, mine, { flag: 'wx' });
+        this.lockHeld = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = readJson<{ pid: number; startTime?: string }>(this.paths.shimLock);
+      if (owner && isProcessAlive(owner.pid, owner.startTime)) {
+        throw new AlreadyExistsError(`box ${this.config.boxId} is already running or starting (shim pid ${owner.pid})`);
+      }
+      this.log(`taking over the stale lock of shim pid ${owner?.pid}`);
+      fs.rmSync(this.paths.shimLock, { force: true });
+    }
+    throw new AlreadyExistsError(`box ${this.config.boxId} is being started by another process`);
+  }
+
   private cleanupDone = false;
   private cleanup(exitCode = 0): void {
     if (this.cleanupDone) return;
     this.cleanupDone = true;
     for (const c of this.clients) c.link.close();
+    for (const pending of this.pendingPings.splice(0)) pending();
     this.agent?.close();
     this.controlServer?.close();
     this.agentServer?.close();
-    for (const p of [this.paths.agentSocket, this.paths.controlSocket, this.paths.shimState]) {
-      fs.rmSync(p, { force: true });
+    // Only the lock holder created these; a shim that lost the race must not touch them.
+    if (this.lockHeld) {
+      for (const p of [this.paths.agentSocket, this.paths.controlSocket, this.paths.shimState, this.paths.shimLock]) {
+        fs.rmSync(p, { force: true });
+      }
     }
     this.finish(exitCode);
   }
+}
+
+function findSetpriv(): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/bin'])) {
+    const p = `${dir}/setpriv`;
+    if (dir && fs.existsSync(p)) return p;
+  }
+  return undefined;
 }
 
 function listen(server: net.Server, socketPath: string): Promise<void> {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { AlreadyExistsError, StorageError } from '../errors/index.js';
-import { readJson, writeFileAtomic } from '../util/fs.js';
+import { isProcessAlive, readJson, writeFileAtomic } from '../util/fs.js';
 
 /** Lifecycle states; the same names appear in info().state.status, the CLI and error messages. */
 export type BoxStatus = 'configured' | 'running' | 'stopping' | 'stopped' | 'failed' | 'unknown';
@@ -23,9 +23,12 @@ export interface BoxState {
   lastError?: string;
 }
 
-interface ShimStateFile {
+export interface LiveShim {
   shimPid: number;
-  qemuPid: number;
+  shimStartTime?: string;
+  /** Unknown while the VM is still booting. */
+  qemuPid?: number;
+  qemuStartTime?: string;
 }
 
 /**
@@ -92,15 +95,20 @@ export class BoxStore {
     writeFileAtomic(path.join(this.dir(id), 'state.json'), JSON.stringify(state, null, 2));
   }
 
-  /** The shim of a running box, if its process is alive. */
-  liveShim(id: string): ShimStateFile | undefined {
-    const shim = readJson<ShimStateFile>(path.join(this.dir(id), 'shim.json'));
-    if (!shim) return undefined;
-    return isAlive(shim.shimPid) ? shim : undefined;
+  /**
+   * The shim of a running (or booting) box, if its process is alive: shim.json once the VM
+   * is ready, the shim's lock file while it boots.
+   */
+  liveShim(id: string): LiveShim | undefined {
+    const ready = readJson<LiveShim>(path.join(this.dir(id), 'shim.json'));
+    if (ready && isProcessAlive(ready.shimPid, ready.shimStartTime)) return ready;
+    const lock = readJson<{ pid: number; startTime?: string }>(path.join(this.dir(id), 'shim.lock'));
+    if (lock && isProcessAlive(lock.pid, lock.startTime)) return { shimPid: lock.pid, shimStartTime: lock.startTime };
+    return undefined;
   }
 
   /** Stored state reconciled with reality: a box whose shim died is stopped, not running. */
-  status(id: string): { state: BoxState; shim?: ShimStateFile } {
+  status(id: string): { state: BoxState; shim?: LiveShim } {
     const state = this.readState(id);
     const shim = this.liveShim(id);
     if (shim) return { state: { ...state, status: state.status === 'stopping' ? 'stopping' : 'running' }, shim };
@@ -122,14 +130,5 @@ export class BoxStore {
     } catch (err) {
       throw new StorageError(`cannot remove box directory ${this.dir(id)}: ${(err as Error).message}`, { cause: err });
     }
-  }
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

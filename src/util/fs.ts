@@ -34,3 +34,28 @@ export function readJson<T>(file: string): T | undefined {
     return undefined;
   }
 }
+
+/**
+ * Kernel start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or
+ * undefined where /proc is not available. With the pid it names one process for good:
+ * a pid alone can be reused after a crash or a reboot.
+ */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** True while the process runs (and, when `startTime` is known, is the same process). */
+export function isProcessAlive(pid: number, startTime?: string): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  if (startTime === undefined || !fs.existsSync('/proc/self/stat')) return true;
+  return processStartTime(pid) === startTime;
+}

@@ -6,17 +6,18 @@ import type { TestProject } from 'vitest/node';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-/** VM and shim processes on this machine (the suite must leave none behind). */
+/**
+ * Live VM and shim processes on this machine (the suite must leave none behind).
+ * Zombies are dead already: their parent (a test worker on its way out) just has not reaped them.
+ */
 export function leftoverProcesses(): string[] {
-  let out = '';
-  try {
-    out = execSync("pgrep -a -f 'qemu-system|boxlite-shim'", { encoding: 'utf8' });
-  } catch {
-    return [];
-  }
+  const out = execSync('ps -eo pid=,stat=,args=', { encoding: 'utf8' });
   return out
     .split('\n')
-    .filter((l) => l.trim() && !l.includes('pgrep'));
+    .map((l) => l.trim())
+    .filter((l) => /qemu-system|boxlite-shim/.test(l))
+    .filter((l) => !/^\d+\s+Z/.test(l))
+    .map((l) => l.replace(/^(\d+)\s+\S+\s+/, '$1 '));
 }
 
 /**
@@ -47,8 +48,13 @@ export default function setup(project: TestProject) {
   project.provide('image', image);
   project.provide('root', ROOT);
 
-  return () => {
-    const left = leftoverProcesses().filter((l) => !before.includes(l));
+  return async () => {
+    // A box stopped by the last test may still be exiting: give it a moment before calling it a leak.
+    let left = leftoverProcesses().filter((l) => !before.includes(l));
+    for (let i = 0; i < 50 && left.length; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      left = leftoverProcesses().filter((l) => !before.includes(l));
+    }
     for (const line of left) {
       const pid = Number(line.split(' ')[0]);
       try {
