@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ExecutionError, JsBoxlite, type Box, type JsExecution } from '../../dist/index.js';
+import { ConfigError, ExecutionError, JsBoxlite, type Box, type JsExecution } from '../../dist/index.js';
 
 // One VM for the whole file: booting under TCG costs seconds, and these tests
 // exercise behaviour inside a running box, not its boot.
@@ -150,6 +150,60 @@ describe('streams', () => {
       expect(r.stdout).toBe(`start-${i}\n`);
       expect(r.stderr).toBe(`end-${i}\n`);
     });
+  });
+});
+
+describe('regressions', () => {
+  it('close() after an unawaited write() still delivers every byte first (stdin is ordered)', async () => {
+    const input = crypto.randomBytes(1024 * 1024);
+    const ex = await box.exec('sh', ['-c', 'wc -c']);
+    const stdin = await ex.stdin();
+    void stdin.write(input);
+    await stdin.close();
+    expect((await readAll(ex, 'stdout')).toString().trim()).toBe(String(input.length));
+    expect((await ex.wait()).exitCode).toBe(0);
+  });
+
+  it('a background process holding stdout does not withhold EXIT', async () => {
+    const t0 = Date.now();
+    const r = await run('sh', ['-c', 'echo last; yes >/dev/null & exit 0']);
+    expect(r).toMatchObject({ exitCode: 0, stdout: 'last\n' });
+    const flood = await box.exec('sh', ['-c', 'yes & exit 0']);
+    expect((await flood.wait()).exitCode).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    await run('sh', ['-c', 'pkill yes || killall yes']);
+  });
+
+  it('an EXEC too large for one frame is a Config error, and the box stays usable', async () => {
+    const err = await box.exec('sh', ['-c', 'x'.repeat(300 * 1024)]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/must fit in 256 KiB/);
+    expect((await run('echo', ['still fine'])).stdout).toBe('still fine\n');
+  });
+
+  it('an invalid signal is refused and the process keeps running', async () => {
+    const ex = await box.exec('sleep', ['30']);
+    await expect(ex.signal(0)).rejects.toBeInstanceOf(ConfigError);
+    await expect(ex.resizeTty(0, 80)).rejects.toBeInstanceOf(ConfigError);
+    await ex.kill();
+    expect((await ex.wait()).exitCode).toBe(-9);
+  });
+
+  it('two handles starting one box at once share a single VM', async () => {
+    const shared = await runtime.create({ rootfsPath: inject('image') });
+    try {
+      const a = (await new JsBoxlite({ homeDir: inject('home') }).get(shared.id))!;
+      const b = (await new JsBoxlite({ homeDir: inject('home') }).get(shared.id))!;
+      await Promise.all([a.start(), b.start()]);
+      const [ia, ib] = await Promise.all([a.info(), b.info()]);
+      expect(ia.state.pid).toBeGreaterThan(0);
+      expect(ib.state.pid).toBe(ia.state.pid);
+      const [ra, rb] = await Promise.all([a.exec('echo', ['a']), b.exec('echo', ['b'])]);
+      expect((await ra.wait()).exitCode).toBe(0);
+      expect((await rb.wait()).exitCode).toBe(0);
+    } finally {
+      await runtime.remove(shared.id, true);
+    }
   });
 });
 
