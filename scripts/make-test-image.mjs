@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Writes a small OCI image layout for tests and the offline quick start.
 //
-//   node scripts/make-test-image.mjs OUTDIR [--variant busybox|layers] [--busybox PATH] [--ref NAME]
+//   node scripts/make-test-image.mjs OUTDIR [--variant busybox|layers|multiarch|python]
+//                                    [--busybox PATH] [--ref NAME] [--debs DIR]
 //
 // busybox (default): Debian's static /bin/busybox with all applet symlinks,
 //   users root/boxuser(1000)/nobody, ownership/mode/setuid/device/hard-link
@@ -12,16 +13,23 @@
 //     orphans N [S]      leave N background `sleep S` orphans behind, then exit
 // layers: three tiny layers exercising whiteouts, an opaque directory, a file
 //   replaced by a directory (and back), a symlink and hard links.
+// multiarch: index.json holds one image index with linux/amd64 (busybox + /arch
+//   "amd64") and linux/arm64 (only /arch "arm64"), for `skopeo copy --all`.
+// python: busybox + a second layer with Debian's python3.11 (dpkg-deb -x of the
+//   .debs `apt-get download`ed into .cache/debs/, or --debs DIR; offline once
+//   cached), Cmd ["python3"]. Checked with chroot before it is written.
 //
 // Output is deterministic (fixed mtimes, sorted entries, fixed gzip header), so
-// digests only change when the inputs (e.g. the busybox binary) change.
-// Self-contained: needs only tar-stream, no build step.
+// digests only change when the inputs (e.g. the busybox binary, the .debs) change.
+// Self-contained: needs only tar-stream, no build step (python: also dpkg-deb,
+// apt-get, tar, chroot).
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as zlib from 'node:zlib';
 import tar from 'tar-stream';
 
@@ -89,11 +97,8 @@ function writeBlob(outDir, buf) {
   return { digest, size: buf.length };
 }
 
-/**
- * Writes an OCI layout. layers: [{ tar: Buffer, compression: 'gzip'|'none' }].
- * config: the `config` object of the image config. Returns { manifestDigest, configDigest }.
- */
-export function writeOciLayout(outDir, { layers, config, refName = 'latest', architecture = hostArch(), created = '2024-01-01T00:00:00Z' }) {
+/** Empties outDir for a new layout (refusing to clobber a directory that is not one). */
+function resetLayoutDir(outDir) {
   if (fs.existsSync(outDir)) {
     const names = fs.readdirSync(outDir);
     if (names.length > 0 && !names.includes('oci-layout')) {
@@ -102,6 +107,13 @@ export function writeOciLayout(outDir, { layers, config, refName = 'latest', arc
     fs.rmSync(outDir, { recursive: true, force: true });
   }
   fs.mkdirSync(path.join(outDir, 'blobs', 'sha256'), { recursive: true });
+}
+
+/**
+ * Writes the layer, config and manifest blobs of one image into outDir/blobs.
+ * Returns { manifest: descriptor, manifestDigest, configDigest }.
+ */
+export function writeImageBlobs(outDir, { layers, config, architecture = hostArch(), created = '2024-01-01T00:00:00Z' }) {
   const layerDescs = [];
   const diffIds = [];
   for (const l of layers) {
@@ -134,21 +146,34 @@ export function writeOciLayout(outDir, { layers, config, refName = 'latest', arc
     }),
   );
   const man = writeBlob(outDir, manifestBlob);
-  const index = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [
-      {
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        ...man,
-        annotations: { 'org.opencontainers.image.ref.name': refName },
-        platform: { architecture, os: 'linux' },
-      },
-    ],
+  return {
+    manifest: { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...man },
+    manifestDigest: man.digest,
+    configDigest: cfg.digest,
   };
+}
+
+function writeIndexJson(outDir, manifests) {
+  const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests };
   fs.writeFileSync(path.join(outDir, 'index.json'), JSON.stringify(index));
   fs.writeFileSync(path.join(outDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  return { manifestDigest: man.digest, configDigest: cfg.digest };
+}
+
+/**
+ * Writes an OCI layout. layers: [{ tar: Buffer, compression: 'gzip'|'none' }].
+ * config: the `config` object of the image config. Returns { manifestDigest, configDigest }.
+ */
+export function writeOciLayout(outDir, { layers, config, refName = 'latest', architecture = hostArch(), created = '2024-01-01T00:00:00Z' }) {
+  resetLayoutDir(outDir);
+  const img = writeImageBlobs(outDir, { layers, config, architecture, created });
+  writeIndexJson(outDir, [
+    {
+      ...img.manifest,
+      annotations: { 'org.opencontainers.image.ref.name': refName },
+      platform: { architecture, os: 'linux' },
+    },
+  ]);
+  return { manifestDigest: img.manifestDigest, configDigest: img.configDigest };
 }
 
 // ---------- variants ----------
@@ -292,31 +317,296 @@ export async function makeLayersImage(outDir, opts = {}) {
   });
 }
 
+/**
+ * `multiarch`: index.json has ONE entry, an image index (ref name `latest` by
+ * default) with two platform manifests, so `skopeo copy --all` pushes a
+ * multi-arch index:
+ *   linux/<host arch> (amd64 here): the busybox image + a layer with /arch = "amd64"
+ *   linux/<other>     (arm64 here): one tiny layer with only /arch = "arm64"
+ * /arch holds the bare architecture name, no trailing newline. The busybox layer
+ * blob is the same as the `busybox` variant's.
+ */
+export async function makeMultiarchImage(outDir, opts = {}) {
+  const host = hostArch();
+  const other = host === 'arm64' ? 'amd64' : 'arm64';
+  resetLayoutDir(outDir);
+  const config = { Env: [PATH_ENV], Cmd: ['sh'], WorkingDir: '/' };
+  const archLayer = (arch) => tarLayer([{ name: 'arch', content: arch }]);
+  const hostImg = writeImageBlobs(outDir, {
+    layers: [
+      { tar: await tarLayer(busyboxEntries(opts.busybox)), compression: 'gzip' },
+      { tar: await archLayer(host), compression: 'gzip' },
+    ],
+    config,
+    architecture: host,
+  });
+  const otherImg = writeImageBlobs(outDir, {
+    layers: [{ tar: await archLayer(other), compression: 'gzip' }],
+    config: { Env: [PATH_ENV], WorkingDir: '/' },
+    architecture: other,
+  });
+  const platforms = [
+    { ...hostImg.manifest, platform: { architecture: host, os: 'linux' } },
+    { ...otherImg.manifest, platform: { architecture: other, os: 'linux' } },
+  ];
+  // Spec order: amd64 first.
+  if (host !== 'amd64' && other === 'amd64') platforms.reverse();
+  const indexBlob = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: platforms }),
+  );
+  const idx = writeBlob(outDir, indexBlob);
+  writeIndexJson(outDir, [
+    {
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      ...idx,
+      annotations: { 'org.opencontainers.image.ref.name': opts.ref ?? 'latest' },
+    },
+  ]);
+  return {
+    manifestDigest: idx.digest,
+    indexDigest: idx.digest,
+    platforms: {
+      [host]: { manifestDigest: hostImg.manifestDigest, configDigest: hostImg.configDigest },
+      [other]: { manifestDigest: otherImg.manifestDigest, configDigest: otherImg.configDigest },
+    },
+  };
+}
+
+// ---------- python variant ----------
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/**
+ * The Debian packages of the python image: python3.11-minimal and the
+ * pure-Python stdlib (libpython3.11-stdlib, for json & co.), plus the shared
+ * libraries they load that busybox (static) does not have. Not the full apt
+ * closure: libpython3.11-stdlib's dependencies on readline, ncurses, db5.3, nis
+ * and media-types are left out (those few extension modules fail to import).
+ */
+export const PYTHON_PACKAGES = [
+  'python3.11-minimal',
+  'libpython3.11-minimal',
+  'libpython3.11-stdlib',
+  'libc6',
+  'libgcc-s1',
+  'zlib1g',
+  'libexpat1',
+  'libssl3',
+  'libffi8',
+  'libbz2-1.0',
+  'liblzma5',
+  'libcrypt1',
+  'libuuid1',
+  'libsqlite3-0',
+];
+
+const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+
+function dpkgArch() {
+  return run('dpkg', ['--print-architecture']).trim();
+}
+
+/** Candidate versions (apt-cache policy, one call: each takes ~1 s); {} when apt knows nothing. */
+function candidateVersions(packages) {
+  const out = {};
+  try {
+    let pkg;
+    for (const line of run('apt-cache', ['policy', ...packages]).split('\n')) {
+      const head = /^(\S+):$/.exec(line);
+      if (head) pkg = head[1].replace(/:[a-z0-9]+$/, '');
+      const cand = /^\s+Candidate:\s*(\S+)/.exec(line);
+      if (pkg && cand && cand[1] !== '(none)') out[pkg] = cand[1];
+    }
+  } catch {
+    // no apt lists: use the cache as is
+  }
+  return out;
+}
+
+/** debs in the cache dir for pkg, newest first (dpkg version order). */
+function cachedDebs(debsDir, pkg, arch) {
+  const found = fs
+    .readdirSync(debsDir)
+    .filter((f) => f.startsWith(`${pkg}_`) && (f.endsWith(`_${arch}.deb`) || f.endsWith('_all.deb')))
+    .map((f) => ({ file: path.join(debsDir, f), version: decodeURIComponent(f.split('_')[1]) }));
+  return found.sort((a, b) => {
+    try {
+      execFileSync('dpkg', ['--compare-versions', a.version, 'gt', b.version]);
+      return -1;
+    } catch {
+      return 1;
+    }
+  });
+}
+
+/**
+ * The .deb files of `packages`, from debsDir (default .cache/debs/) or fetched
+ * there with `apt-get download` (the candidate version). Offline, whatever is
+ * cached is used (newest version of each package).
+ */
+export function fetchDebs(packages, debsDir = path.join(REPO_ROOT, '.cache', 'debs')) {
+  fs.mkdirSync(debsDir, { recursive: true });
+  const arch = dpkgArch();
+  const candidates = candidateVersions(packages);
+  const out = [];
+  for (const pkg of packages) {
+    const cand = candidates[pkg];
+    let deb = cand && cachedDebs(debsDir, pkg, arch).find((d) => d.version === cand);
+    if (!deb) {
+      try {
+        const sandbox = process.getuid?.() === 0 ? ['-o', 'APT::Sandbox::User=root'] : [];
+        run('apt-get', ['download', ...sandbox, '-q', pkg], { cwd: debsDir });
+      } catch (err) {
+        if (cachedDebs(debsDir, pkg, arch).length === 0) {
+          throw new Error(`apt-get download ${pkg} failed and ${debsDir} has no cached copy: ${err.stderr || err.message}`);
+        }
+      }
+      deb = (cand && cachedDebs(debsDir, pkg, arch).find((d) => d.version === cand)) ?? cachedDebs(debsDir, pkg, arch)[0];
+    }
+    if (!deb) throw new Error(`no .deb for ${pkg} in ${debsDir}`);
+    out.push({ pkg, version: deb.version, file: deb.file });
+  }
+  return out;
+}
+
+/** Drops docs (keeping copyright files), man pages, lintian overrides and glibc's iconv modules. */
+function pruneDebRoot(root) {
+  for (const rel of ['usr/share/man', 'usr/share/lintian', 'usr/share/info']) fs.rmSync(path.join(root, rel), { recursive: true, force: true });
+  const doc = path.join(root, 'usr/share/doc');
+  if (fs.existsSync(doc)) {
+    for (const pkg of fs.readdirSync(doc)) {
+      const d = path.join(doc, pkg);
+      if (!fs.lstatSync(d).isDirectory()) continue;
+      for (const f of fs.readdirSync(d)) if (f !== 'copyright') fs.rmSync(path.join(d, f), { recursive: true, force: true });
+    }
+  }
+  const usrLib = path.join(root, 'usr/lib');
+  if (fs.existsSync(usrLib)) {
+    for (const t of fs.readdirSync(usrLib)) fs.rmSync(path.join(usrLib, t, 'gconv'), { recursive: true, force: true });
+  }
+}
+
+/** Tar entries for every file under root (owner root, fixed mtime, sorted, hard links kept). */
+function treeEntries(root) {
+  const entries = [];
+  const seen = new Map(); // dev:ino -> first name
+  const walk = (rel) => {
+    for (const name of fs.readdirSync(path.join(root, rel)).sort(cmp)) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = fs.lstatSync(path.join(root, r));
+      const mode = st.mode & 0o7777;
+      if (st.isDirectory()) {
+        entries.push({ name: r, type: 'directory', mode });
+        walk(r);
+      } else if (st.isSymbolicLink()) {
+        entries.push({ name: r, type: 'symlink', linkname: fs.readlinkSync(path.join(root, r)) });
+      } else if (st.isFile()) {
+        const key = `${st.dev}:${st.ino}`;
+        if (st.nlink > 1 && seen.has(key)) entries.push({ name: r, type: 'link', linkname: seen.get(key) });
+        else {
+          if (st.nlink > 1) seen.set(key, r);
+          entries.push({ name: r, mode, content: fs.readFileSync(path.join(root, r)) });
+        }
+      } else {
+        throw new Error(`unexpected file type in a .deb: ${r}`);
+      }
+    }
+  };
+  walk('');
+  return entries.sort((a, b) => (a.type === 'link') - (b.type === 'link') || cmp(a.name, b.name));
+}
+
+/** Runs argv chrooted into root (root via chroot, else an unprivileged user namespace). */
+function chrootRun(root, argv) {
+  const [cmd, args] = process.getuid?.() === 0 ? ['chroot', [root, ...argv]] : ['unshare', ['--map-root-user', 'chroot', root, ...argv]];
+  return run(cmd, args, { env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' } });
+}
+
+/**
+ * `python`: the busybox layer + a second layer with Debian's python3.11 (see
+ * PYTHON_PACKAGES) extracted with `dpkg-deb -x`, and /usr/bin/python3 ->
+ * python3.11. Config: Env PATH, Cmd ["python3"]. Deterministic for the same
+ * .deb files. Verified by running python3 chrooted into busybox + the layer.
+ */
+export async function makePythonImage(outDir, opts = {}) {
+  const debs = fetchDebs(PYTHON_PACKAGES, opts.debsDir);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-python-image-'));
+  try {
+    const debRoot = path.join(work, 'layer');
+    fs.mkdirSync(debRoot);
+    for (const d of debs) run('dpkg-deb', ['-x', d.file, debRoot]);
+    pruneDebRoot(debRoot);
+    if (!fs.existsSync(path.join(debRoot, 'usr/bin/python3'))) fs.symlinkSync('python3.11', path.join(debRoot, 'usr/bin/python3'));
+    const bbTar = await tarLayer(busyboxEntries(opts.busybox));
+    const pyTar = await tarLayer(treeEntries(debRoot));
+
+    if (opts.verify !== false) {
+      // The staging root: the busybox layer, then the python layer on top.
+      const staging = path.join(work, 'staging');
+      fs.mkdirSync(staging);
+      fs.writeFileSync(path.join(work, 'busybox.tar'), bbTar);
+      fs.writeFileSync(path.join(work, 'python.tar'), pyTar);
+      run('tar', ['-xf', path.join(work, 'busybox.tar'), '-C', staging, '--exclude=dev-fixture/*']);
+      run('tar', ['-xf', path.join(work, 'python.tar'), '-C', staging]);
+      try {
+        const one = chrootRun(staging, ['/usr/bin/python3', '-c', 'print(1)']).trim();
+        const ver = chrootRun(staging, ['/bin/sh', '-c', "python3 -c 'import json, os, sys; print(sys.version)'"]).trim();
+        if (one !== '1' || !ver.startsWith('3.11')) throw new Error(`unexpected output: ${one} / ${ver}`);
+      } catch (err) {
+        if (err.code === 'ENOENT' || /Operation not permitted|unshare failed/.test(String(err.stderr))) {
+          console.error(`make-test-image: cannot chroot to check the python image (${String(err.stderr || err.message).trim()}); skipped`);
+        } else {
+          throw new Error(`python image does not run: ${String(err.stderr || err.message).trim()}`);
+        }
+      }
+    }
+
+    const res = writeOciLayout(outDir, {
+      layers: [
+        { tar: bbTar, compression: 'gzip' },
+        { tar: pyTar, compression: 'gzip' },
+      ],
+      config: { Env: [PATH_ENV], Cmd: ['python3'], WorkingDir: '/' },
+      refName: opts.ref ?? 'latest',
+    });
+    return { ...res, debs: debs.map(({ pkg, version }) => ({ pkg, version })) };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 // ---------- CLI ----------
+
+const VARIANTS = 'busybox|layers|multiarch|python';
 
 async function main(argv) {
   let out;
   let variant = 'busybox';
   let busybox;
   let ref;
+  let debsDir;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--variant') variant = argv[++i];
     else if (a.startsWith('--variant=')) variant = a.slice(10);
     else if (a === '--busybox') busybox = argv[++i];
     else if (a === '--ref') ref = argv[++i];
+    else if (a === '--debs') debsDir = argv[++i];
     else if (a === '-h' || a === '--help') {
-      console.log('usage: make-test-image.mjs OUTDIR [--variant busybox|layers] [--busybox PATH] [--ref NAME]');
+      console.log(`usage: make-test-image.mjs OUTDIR [--variant ${VARIANTS}] [--busybox PATH] [--ref NAME] [--debs DIR]`);
       return 0;
     } else if (!out && !a.startsWith('-')) out = a;
     else throw new Error(`unexpected argument: ${a}`);
   }
-  if (!out) throw new Error('usage: make-test-image.mjs OUTDIR [--variant busybox|layers]');
+  if (!out) throw new Error(`usage: make-test-image.mjs OUTDIR [--variant ${VARIANTS}]`);
   let res;
   if (variant === 'busybox') res = await makeBusyboxImage(out, { busybox, ref });
   else if (variant === 'layers') res = await makeLayersImage(out, { ref });
-  else throw new Error(`unknown variant "${variant}" (busybox|layers)`);
+  else if (variant === 'multiarch') res = await makeMultiarchImage(out, { busybox, ref });
+  else if (variant === 'python') res = await makePythonImage(out, { busybox, ref, debsDir });
+  else throw new Error(`unknown variant "${variant}" (${VARIANTS})`);
   console.log(`${out}: ${variant} image ${res.manifestDigest}`);
+  if (res.debs) console.log(`  debs: ${res.debs.map((d) => `${d.pkg}=${d.version}`).join(' ')}`);
   return 0;
 }
 

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- 1. Debian packages (only what is missing; never the recommends: they pull a desktop stack)
-packages=(qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static musl-tools clang libclang-rt-14-dev util-linux build-essential python3)
+packages=(qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static musl-tools clang libclang-rt-14-dev util-linux build-essential python3
+          docker-registry skopeo umoci apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,5 +45,10 @@ bash scripts/fetch-kernel.sh
 # --- 5. the offline default image (built from Debian's busybox-static, no registry needed)
 say "building the busybox image (.cache/images/busybox)"
 node scripts/make-test-image.mjs .cache/images/busybox --variant busybox
+
+# --- 6. the python test image (registry tests, bench/pull.mjs): Debian's python3.11 .debs,
+#        downloaded once into .cache/debs/ (offline afterwards), on top of busybox
+say "building the python image (.cache/images/python)"
+node scripts/make-test-image.mjs .cache/images/python --variant python
 
 say "setup complete"

@@ -30,6 +30,10 @@ export type { BoxOptions, BoxOptions as JsBoxOptions } from './runtime/options.j
 export type { RuntimeMetrics, RuntimeMetrics as JsRuntimeMetrics } from './runtime/context.js';
 export type { BoxStatus } from './store/boxes.js';
 export { SimpleBox, type SimpleBoxOptions, type ExecResult } from './sdk/simplebox.js';
+export { Images, Images as ImageHandle } from './runtime/images.js';
+export type { ImageInfo, ImagePullResult } from './images/store.js';
+export type { RegistrySettings, RegistrySettings as JsImageRegistry } from './images/registry/index.js';
+export type { PullProgress } from './images/pull.js';
 export {
   BoxliteError,
   ExecError,

@@ -12,19 +12,34 @@ import {
   type Box,
   type BoxInfo,
   type BoxOptions,
+  type RegistrySettings,
 } from '../index.js';
 import { attach } from './attach.js';
+import { table } from './format.js';
+import { registerImageCommands } from './images.js';
 
 const VERSION = '0.1.0';
 
 interface GlobalOpts {
   home?: string;
   debug?: boolean;
+  registry?: string[];
+}
+
+/**
+ * `--registry` values: `host[:port]` (https), `http://host[:port]`, or
+ * `https+insecure://host[:port]` (https without certificate verification).
+ */
+export function parseRegistryFlag(spec: string): RegistrySettings {
+  const m = /^(?:(http|https|https\+insecure):\/\/)?([^/\s]+)\/?$/.exec(spec);
+  if (!m) throw new ConfigError(`--registry ${JSON.stringify(spec)} is not host[:port] or http://host[:port]`);
+  const scheme = m[1] ?? 'https';
+  return { host: m[2]!, transport: scheme === 'http' ? 'http' : 'https', skipVerify: scheme === 'https+insecure' };
 }
 
 function runtimeFrom(cmd: Command): JsBoxlite {
   const g = cmd.optsWithGlobals<GlobalOpts>();
-  return new JsBoxlite({ homeDir: g.home });
+  return new JsBoxlite({ homeDir: g.home, imageRegistries: (g.registry ?? []).map(parseRegistryFlag) });
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -59,10 +74,6 @@ async function findBox(runtime: JsBoxlite, idOrName: string): Promise<Box> {
   return box;
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n');
-}
 
 function ago(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -87,6 +98,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     .version(VERSION)
     .option('--home <dir>', 'BoxLite home directory (default: $BOXLITE_HOME or ~/.boxlite)')
     .option('--debug', 'print stack traces on errors')
+    .option('--registry <registry>', 'registry to search for unqualified image names (repeatable; http://host for plain http)', collect)
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
@@ -233,6 +245,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
       return 0;
     }));
 
+  registerImageCommands(program, act, runtimeFrom);
   return program;
 }
 

@@ -22,10 +22,10 @@ export const MediaTypes = {
   dockerConfig: 'application/vnd.docker.container.image.v1+json',
 } as const;
 
-const INDEX_TYPES = new Set<string>([MediaTypes.ociIndex, MediaTypes.dockerManifestList]);
-const MANIFEST_TYPES = new Set<string>([MediaTypes.ociManifest, MediaTypes.dockerManifest]);
-const CONFIG_TYPES = new Set<string>([MediaTypes.ociConfig, MediaTypes.dockerConfig]);
-const SCHEMA1_TYPES = new Set<string>([
+export const INDEX_TYPES: ReadonlySet<string> = new Set<string>([MediaTypes.ociIndex, MediaTypes.dockerManifestList]);
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set<string>([MediaTypes.ociManifest, MediaTypes.dockerManifest]);
+export const CONFIG_TYPES: ReadonlySet<string> = new Set<string>([MediaTypes.ociConfig, MediaTypes.dockerConfig]);
+export const SCHEMA1_TYPES: ReadonlySet<string> = new Set<string>([
   'application/vnd.docker.distribution.manifest.v1+json',
   'application/vnd.docker.distribution.manifest.v1+prettyjws',
 ]);
@@ -46,7 +46,7 @@ const LAYER_TYPES: ReadonlyMap<string, Compression> = new Map<string, Compressio
 
 /** Manifests, indexes and configs larger than this are refused (containerd uses 4 MiB too). */
 export const MAX_JSON_BLOB = 4 * 1024 * 1024;
-const MAX_INDEX_DEPTH = 4;
+export const MAX_INDEX_DEPTH = 4;
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
 export interface Platform {
@@ -104,9 +104,9 @@ export interface ReadLayoutOptions {
 
 // ---------- schemas (only the fields we use; everything else passes) ----------
 
-const digestRe = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
+export const digestRe = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
 
-const descriptorSchema = z
+export const descriptorSchema = z
   .object({
     mediaType: z.string().optional(),
     digest: z.string(),
@@ -118,9 +118,9 @@ const descriptorSchema = z
       .nullish(),
   })
   .passthrough();
-type Descriptor = z.infer<typeof descriptorSchema>;
+export type Descriptor = z.infer<typeof descriptorSchema>;
 
-const indexSchema = z
+export const indexSchema = z
   .object({
     schemaVersion: z.literal(2),
     mediaType: z.string().optional(),
@@ -128,7 +128,7 @@ const indexSchema = z
   })
   .passthrough();
 
-const manifestSchema = z
+export const manifestSchema = z
   .object({
     schemaVersion: z.literal(2),
     mediaType: z.string().optional(),
@@ -414,7 +414,7 @@ async function readJsonBlob(dir: string, desc: Descriptor, what: string): Promis
   return parseJson(buf, what);
 }
 
-function parseJson(buf: Buffer, what: string): unknown {
+export function parseJson(buf: Buffer, what: string): unknown {
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch (err) {
@@ -422,7 +422,7 @@ function parseJson(buf: Buffer, what: string): unknown {
   }
 }
 
-function parseWith<T extends z.ZodTypeAny>(schema: T, value: unknown, what: string): z.infer<T> {
+export function parseWith<T extends z.ZodTypeAny>(schema: T, value: unknown, what: string): z.infer<T> {
   const res = schema.safeParse(value);
   if (!res.success) {
     const issue = res.error.issues[0];
@@ -432,7 +432,7 @@ function parseWith<T extends z.ZodTypeAny>(schema: T, value: unknown, what: stri
   return res.data;
 }
 
-function checkDigests(descs: Descriptor[], what: string): void {
+export function checkDigests(descs: Descriptor[], what: string): void {
   for (const d of descs) {
     if (!digestRe.test(d.digest)) throw new ImageError(`${what} has an invalid digest "${d.digest}"`);
   }
@@ -442,7 +442,7 @@ function isAttestation(d: Descriptor): boolean {
   return d.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest' || d.platform?.os === 'unknown';
 }
 
-function pickDescriptor(all: Descriptor[], want: Platform, where: string): Descriptor {
+export function pickDescriptor(all: Descriptor[], want: Platform, where: string): Descriptor {
   const usable = all.filter((d) => !isAttestation(d));
   if (usable.length === 0) throw new ImageError(`${where} lists no usable manifests`);
   const withPlatform = usable.filter((d) => d.platform);
@@ -462,7 +462,7 @@ function pickDescriptor(all: Descriptor[], want: Platform, where: string): Descr
   return exact ?? matching[0]!;
 }
 
-function platformString(p: { os: string; architecture: string; variant?: string | undefined }): string {
+export function platformString(p: { os: string; architecture: string; variant?: string | undefined }): string {
   return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
 }
 
@@ -474,12 +474,40 @@ async function loadImage(
   want: Platform,
   explicitPlatform: boolean,
 ): Promise<OciImage> {
+  checkConfigMediaType(desc.digest, manifest);
+  const rawCfg = await readJsonBlob(dir, manifest.config, `config ${manifest.config.digest}`);
+  return imageFromManifest({ layoutDir: dir, manifestDigest: desc.digest, mediaType, manifest, rawConfig: rawCfg, want, explicitPlatform });
+}
+
+export type ImageManifest = z.infer<typeof manifestSchema>;
+
+/** Refuses manifests whose config is not a container image config (helm charts, artifacts). */
+export function checkConfigMediaType(manifestDigest: string, manifest: ImageManifest): void {
   const cfgDesc = manifest.config;
   if (cfgDesc.mediaType && !CONFIG_TYPES.has(cfgDesc.mediaType)) {
-    throw new ImageError(`manifest ${desc.digest}: config has unsupported media type ${cfgDesc.mediaType} (not a container image?)`);
+    throw new ImageError(`manifest ${manifestDigest}: config has unsupported media type ${cfgDesc.mediaType} (not a container image?)`);
   }
-  const rawCfg = await readJsonBlob(dir, cfgDesc, `config ${cfgDesc.digest}`);
-  const cfg = parseWith(configSchema, rawCfg, `config ${cfgDesc.digest}`);
+}
+
+export interface ImageParts {
+  /** Layout whose blobs/<alg>/<hex> hold the layers (they need not be there yet). */
+  layoutDir: string;
+  manifestDigest: string;
+  mediaType: string;
+  manifest: ImageManifest;
+  /** The config blob, already digest-verified and JSON-parsed. */
+  rawConfig: unknown;
+  want: Platform;
+  explicitPlatform: boolean;
+}
+
+/** Validates a manifest + config pair against the wanted platform and describes the image. */
+export function imageFromManifest(parts: ImageParts): OciImage {
+  const { layoutDir: dir, manifestDigest, mediaType, manifest, want, explicitPlatform } = parts;
+  checkConfigMediaType(manifestDigest, manifest);
+  const cfgDesc = manifest.config;
+  const cfg = parseWith(configSchema, parts.rawConfig, `config ${cfgDesc.digest}`);
+  const desc = { digest: manifestDigest };
 
   if (cfg.os && cfg.os !== want.os) {
     throw new ImageError(`image ${desc.digest} is for os "${cfg.os}", need "${want.os}"`);
@@ -531,7 +559,7 @@ async function loadImage(
 
   return {
     layoutDir: dir,
-    manifestDigest: desc.digest,
+    manifestDigest,
     manifestMediaType: mediaType,
     configDigest: cfgDesc.digest,
     platform,

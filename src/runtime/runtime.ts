@@ -1,7 +1,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ulid } from 'ulid';
-import { ImageError, InvalidStateError, NotFoundError, toBoxliteError } from '../errors/index.js';
+import { InvalidStateError, NotFoundError, toBoxliteError } from '../errors/index.js';
+import { parseRegistries, type RegistrySettings } from '../images/registry/index.js';
+import { ImageStore } from '../images/store.js';
 import { createOverlay, prepareRootfs } from '../images/rootfs.js';
 import { BoxStore } from '../store/boxes.js';
 import { ensureHome, resolveHome, type HomeLayout } from '../store/home.js';
@@ -10,12 +12,14 @@ import { locateGuestAssets, type GuestAssets } from '../vmm/assets.js';
 import { Box, boxInfo, type BoxInfo, type BoxRecordT } from './box.js';
 import type { RuntimeContext, RuntimeMetrics } from './context.js';
 import type { BoxImage } from './image.js';
+import { Images } from './images.js';
 import { normalizeBoxOptions, type BoxOptions } from './options.js';
 
 /** `JsOptions` of @boxlite-ai/boxlite. */
 export interface RuntimeOptions {
   homeDir?: string;
-  imageRegistries?: unknown[];
+  /** Registries searched, in order, for unqualified image names; settings for qualified ones. */
+  imageRegistries?: RegistrySettings[];
 }
 
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -34,7 +38,10 @@ export class JsBoxlite {
   private static defaultRuntime?: JsBoxlite;
 
   readonly home: HomeLayout;
+  /** `runtime.images`: pull, list, remove, prune, load. */
+  readonly images: Images;
   private readonly store: BoxStore;
+  private readonly imageStore: ImageStore;
   private readonly live = new Set<Box>();
   private readonly runtimeMetrics: RuntimeMetrics = {
     boxesCreatedTotal: 0,
@@ -51,6 +58,8 @@ export class JsBoxlite {
   constructor(options: RuntimeOptions = {}) {
     this.home = resolveHome(options.homeDir);
     this.store = new BoxStore(this.home.boxes);
+    this.imageStore = new ImageStore(this.home.images, this.home.db);
+    this.images = new Images(this.imageStore, this.store, parseRegistries(options.imageRegistries ?? []));
     this.ctx = {
       home: this.home,
       store: this.store,
@@ -103,21 +112,26 @@ export class JsBoxlite {
   async create(options: BoxOptions, name?: string | null): Promise<Box> {
     this.assertOpen();
     const normalized = normalizeBoxOptions(options);
-    if (!normalized.rootfsPath) {
-      throw new ImageError(
-        `cannot pull ${normalized.image}: registry pulls are not available in this version; ` +
-          'pass rootfsPath (an OCI image layout directory)',
-      );
-    }
     const t0 = performance.now();
     ensureHome(this.home);
     const t1 = performance.now();
-    const prepared = await prepareRootfs({ layoutDir: normalized.rootfsPath, imagesDir: this.home.images }).catch((err: unknown) => {
+    let reference: string;
+    let prepared: Awaited<ReturnType<typeof prepareRootfs>>;
+    try {
+      if (normalized.rootfsPath) {
+        reference = `oci:${path.resolve(normalized.rootfsPath)}`;
+        prepared = await prepareRootfs({ layoutDir: normalized.rootfsPath, imagesDir: this.home.images });
+      } else {
+        const stored = await this.images.ensure(normalized.image!);
+        reference = stored.reference;
+        prepared = await prepareRootfs({ layoutDir: this.home.images, imagesDir: this.home.images, reference });
+      }
+    } catch (err) {
       throw toBoxliteError(err, 'Image');
-    });
+    }
     const t2 = performance.now();
     const image: BoxImage = {
-      reference: `oci:${path.resolve(normalized.rootfsPath)}`,
+      reference,
       manifestDigest: prepared.image.manifestDigest,
       rootfsBase: prepared.ext4Path,
       config: prepared.image.config ?? {},
@@ -206,11 +220,12 @@ export class JsBoxlite {
     } else {
       await stopAll;
     }
-    this.closed = true;
+    this.close();
   }
 
   close(): void {
     this.closed = true;
+    this.imageStore.close();
   }
 
   private assertOpen(): void {
