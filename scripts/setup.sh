@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- 1. Debian packages (only what is missing; never the recommends: they pull a desktop stack)
-packages=(qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static musl-tools clang libclang-rt-14-dev util-linux build-essential python3
+packages=(qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static musl-tools clang libclang-rt-14-dev util-linux build-essential python3 zstd
           docker-registry skopeo umoci apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do

@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { Duplex, PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
 import { ImageError } from '../errors/index.js';
@@ -272,6 +273,30 @@ function openVerifiedFile(file: string, digest: string, size: number): Readable 
  * (magic) so mislabelled layers still work. zstd needs zlib zstd support
  * (Node >= 22.15); on older Node it is a clear ImageError.
  */
+/**
+ * Node 20's zlib has no zstd (it arrived in 22.15), and no npm decoder is both
+ * streaming and well kept, so older Nodes decompress through Debian's `zstd` tool.
+ */
+function zstdProcess(digest: string, blob: Readable): Transform {
+  const child = spawn('zstd', ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  // The output ends only once zstd exited 0: a damaged frame must fail, not look short.
+  const output = new PassThrough();
+  child.stdout.pipe(output, { end: false });
+  const duplex = Duplex.from({ writable: child.stdin, readable: output }) as unknown as Transform;
+  child.on('error', (err) => {
+    blob.destroy();
+    duplex.destroy(new ImageError(`layer ${digest} is zstd-compressed and the zstd tool is not available: ${err.message}`, { cause: err }));
+  });
+  child.on('close', (code) => {
+    if (code) duplex.destroy(new Error(`zstd exited ${code}: ${stderr.trim()}`));
+    else output.end();
+  });
+  duplex.on('close', () => child.kill());
+  return duplex;
+}
+
 export async function openLayer(layer: LayerDescriptor): Promise<Readable> {
   const magic = await readHead(layer.path, 4, layer.digest);
   let compression: Compression = layer.compression;
@@ -287,13 +312,7 @@ export async function openLayer(layer: LayerDescriptor): Promise<Readable> {
     decoder = zlib.createGunzip();
   } else {
     const factory = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
-    if (typeof factory !== 'function') {
-      blob.destroy();
-      throw new ImageError(
-        `layer ${layer.digest} is zstd-compressed, which needs Node.js with zlib zstd support (>= 22.15; this is ${process.version})`,
-      );
-    }
-    decoder = factory();
+    decoder = typeof factory === 'function' ? factory() : zstdProcess(layer.digest, blob);
   }
   // .pipe() instead of pipeline(): the consumer must see our ImageError, not
   // whichever raw error destroyed the chain first.

@@ -55,6 +55,8 @@ beforeAll(async () => {
   await plain.push(path.join(layouts, 'busybox'), 'library/busybox:latest');
   await plain.push(makeLayout('layers'), 'layered:v1');
   await plain.push(makeLayout('multiarch'), 'multi:latest', { all: true });
+  // Built by scripts/setup.sh from Debian's python3.11 packages (slow to rebuild here).
+  await plain.push(path.join(layouts, 'python'), 'python:3.11');
   home = freshHome();
 });
 
@@ -111,12 +113,30 @@ describe('pull from a real registry', () => {
   it('applies whiteouts and opaque dirs of a multi-layer image, and picks the host arch of an index', async () => {
     const rt = new JsBoxlite({ homeDir: home, imageRegistries: [{ host: plain.host, transport: 'http' }] });
     const layered = await rt.images.pull(`${plain.host}/layered:v1`);
-    expect(layered.layerCount).toBeGreaterThan(1);
+    expect(layered.layerCount).toBe(3);
+    // The pulled layers become the box's root filesystem with whiteouts and the opaque dir applied.
+    const lbox = await rt.create({ image: `${plain.host}/layered:v1` });
+    const ls = (dir: string) =>
+      execFileSync('debugfs', ['-R', `ls ${dir}`, lbox.config.image.rootfsBase], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split(/\s+/)
+        .filter((n) => /^[a-z-]+$/.test(n));
+    expect(ls('/etc').sort()).toEqual(['added', 'keep']);
+    expect(ls('/data')).toEqual(['new']);
+    expect(ls('/')).not.toContain('gone');
+    await rt.remove(lbox.id);
     await using box = new SimpleBox({ image: `${plain.host}/multi:latest`, runtime: rt });
     const arch = await box.exec('cat', '/arch');
     expect(arch.stdout.trim()).toBe('amd64');
     const env = await box.exec('sh', '-c', 'echo $PATH');
     expect(env.stdout).toMatch(/\/usr\/local\/bin/);
+  });
+
+  it('runs Python from an image built from Debian packages, honouring its config', async () => {
+    const rt = new JsBoxlite({ homeDir: home, imageRegistries: [{ host: plain.host, transport: 'http' }] });
+    await using box = new SimpleBox({ image: `${plain.host}/python:3.11`, runtime: rt, env: { GREETING: 'hi' } });
+    const r = await box.exec('python3', '-c', 'import json, os, sys; print(json.dumps([sys.version_info[:2], os.environ["GREETING"]]))');
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual([[3, 11], 'hi']);
   });
 
   it('lets two processes pull the same image at once without corrupting the store', async () => {
