@@ -7,7 +7,7 @@
  * const r = await box.exec('echo', 'hello');
  * ```
  */
-export { JsBoxlite, JsBoxlite as Boxlite, type RuntimeOptions, type RuntimeOptions as JsOptions } from './runtime/runtime.js';
+export { JsBoxlite, JsBoxlite as Boxlite, VERSION, type RuntimeOptions, type RuntimeOptions as JsOptions, type SystemInfo } from './runtime/runtime.js';
 export {
   Box,
   Box as JsBox,
@@ -26,7 +26,7 @@ export {
   ExecOutput,
   type ExecResult as JsExecResult,
 } from './runtime/execution.js';
-export type { BoxOptions, BoxOptions as JsBoxOptions } from './runtime/options.js';
+export type { BoxOptions, BoxOptions as JsBoxOptions, PortSpec, PortSpec as JsPortSpec } from './runtime/options.js';
 export type { RuntimeMetrics, RuntimeMetrics as JsRuntimeMetrics } from './runtime/context.js';
 export type { BoxStatus } from './store/boxes.js';
 export { SimpleBox, type SimpleBoxOptions, type ExecResult } from './sdk/simplebox.js';

@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -100,6 +102,60 @@ static void set_value(char *dst, size_t cap, const char *val)
 	}
 }
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* boxlite.vol=<n>:<ro|rw>:<path>; the path is %XX-escaped by the host. */
+static void parse_volume(struct boot_config *bc, const char *val)
+{
+	if (bc->nvols >= BOOT_MAX_VOLUMES) {
+		log_err("too many volumes; ignoring boxlite.vol=%s", val);
+		return;
+	}
+	struct boot_volume *v = &bc->vols[bc->nvols];
+	char *end = NULL;
+	unsigned long n = strtoul(val, &end, 10);
+	if (end == val || *end != ':' || n > 999 || (strncmp(end + 1, "ro:", 3) != 0 && strncmp(end + 1, "rw:", 3) != 0)) {
+		log_err("bad boxlite.vol=%s", val);
+		return;
+	}
+	v->readonly = end[2] == 'o';
+	const char *src = end + 4;
+	size_t o = 0;
+	for (; *src; src++) {
+		int c = (unsigned char)*src;
+		if (c == '%') {
+			int hi = hexval(src[1]), lo = hi < 0 ? -1 : hexval(src[2]);
+			if (lo < 0) {
+				log_err("bad escape in boxlite.vol=%s", val);
+				return;
+			}
+			c = hi * 16 + lo;
+			src += 2;
+		}
+		if (c == 0 || o + 1 >= sizeof(v->path)) {
+			log_err("bad path in boxlite.vol=%s", val);
+			return;
+		}
+		v->path[o++] = (char)c;
+	}
+	v->path[o] = '\0';
+	if (v->path[0] != '/') {
+		log_err("volume path must be absolute: boxlite.vol=%s", val);
+		return;
+	}
+	snprintf(v->tag, sizeof(v->tag), "boxlite-v%lu", n);
+	bc->nvols++;
+}
+
 void boot_parse_cmdline(struct boot_config *bc)
 {
 	memset(bc, 0, sizeof(*bc));
@@ -119,6 +175,8 @@ void boot_parse_cmdline(struct boot_config *bc)
 			set_value(bc->gw, sizeof(bc->gw), tok + 11);
 		else if (strncmp(tok, "boxlite.dns=", 12) == 0)
 			set_value(bc->dns, sizeof(bc->dns), tok + 12);
+		else if (strncmp(tok, "boxlite.vol=", 12) == 0)
+			parse_volume(bc, tok + 12);
 		else if (strcmp(tok, "boxlite.debug") == 0 || strcmp(tok, "boxlite.debug=1") == 0)
 			bc->debug = 1;
 	}
@@ -155,6 +213,43 @@ int boot_leave_initramfs(void)
 	return 0;
 }
 
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
+#endif
+
+/* diskSizeGb: the host made the disk bigger than the image's ext4; grow the
+ * file system online to fill it (no resize2fs needed). Best effort. */
+static void grow_fs(const char *dev, const char *target)
+{
+	uint64_t bytes = 0;
+	struct statvfs sv;
+	int dfd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (dfd < 0 || ioctl(dfd, BLKGETSIZE64, &bytes) < 0) {
+		log_warn("size of %s: %s", dev, strerror(errno));
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	close(dfd);
+	int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstatvfs(fd, &sv) < 0 || sv.f_frsize == 0) {
+		log_warn("statvfs %s: %s", target, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	uint64_t blocks = bytes / sv.f_frsize;
+	/* f_blocks excludes the metadata overhead, so it is below the block
+	 * count even when there is nothing to grow; the ioctl is then a no-op. */
+	if (blocks > (uint64_t)sv.f_blocks) {
+		if (ioctl(fd, EXT4_IOC_RESIZE_FS, &blocks) < 0)
+			log_warn("grow %s to %llu blocks: %s", target, (unsigned long long)blocks, strerror(errno));
+		else
+			log_debug("%s grown to %llu blocks of %lu", target, (unsigned long long)blocks, sv.f_frsize);
+	}
+	close(fd);
+}
+
 int boot_mount_root(const char *dev, const char *target, unsigned wait_ms)
 {
 	struct stat st;
@@ -177,6 +272,7 @@ int boot_mount_root(const char *dev, const char *target, unsigned wait_ms)
 		return -1;
 	}
 	log_info("root disk %s mounted on %s", dev, target);
+	grow_fs(dev, target);
 	return 0;
 }
 

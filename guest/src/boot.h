@@ -3,12 +3,24 @@
 #ifndef BOXLITE_BOOT_H
 #define BOXLITE_BOOT_H
 
+#define BOOT_MAX_VOLUMES 16
+
+/* One boxlite.vol=<n>:<ro|rw>:<guest path, %XX-escaped>: the 9p share with
+ * mount tag boxlite-v<n>, mounted in the container at path. */
+struct boot_volume {
+	char tag[24];
+	char path[256];
+	int readonly;
+};
+
 struct boot_config {
 	char root[128]; /* boxlite.root, default /dev/vda */
 	char ip[64];    /* boxlite.ip (CIDR); empty: no network besides lo */
 	char gw[64];    /* boxlite.gw */
 	char dns[64];   /* boxlite.dns */
 	int debug;      /* boxlite.debug */
+	struct boot_volume vols[BOOT_MAX_VOLUMES];
+	int nvols;
 };
 
 /* /proc, /sys, /dev (devtmpfs); makes sure fds 0-2 are open. */
@@ -19,7 +31,8 @@ void boot_parse_cmdline(struct boot_config *bc);
 /* Moves / from the initramfs (rootfs, which pivot_root refuses) onto a
  * tmpfs, carrying /proc, /sys and /dev along; then mounts /run. */
 int boot_leave_initramfs(void);
-/* Waits up to wait_ms for dev, then mounts it (ext4) on target. */
+/* Waits up to wait_ms for dev, then mounts it (ext4) on target and grows the
+ * file system online to fill the device (EXT4_IOC_RESIZE_FS). */
 int boot_mount_root(const char *dev, const char *target, unsigned wait_ms);
 /* sync, unmount target (lazily if busy), power off; never returns. */
 void boot_poweroff(const char *target) __attribute__((noreturn));

@@ -173,6 +173,22 @@ out:
 	return rc;
 }
 
+/* Host volumes: virtio-9p shares (QEMU enforces read-only too), mounted
+ * after pivot_root so the path resolves inside the container; mounted last
+ * so nothing of ours covers them. The path is created when missing. */
+static int mount_volumes(const struct container_config *cfg)
+{
+	for (int i = 0; i < cfg->nvols; i++) {
+		const struct boot_volume *v = &cfg->vols[i];
+		unsigned long flags = MS_NOSUID | MS_NODEV | (v->readonly ? MS_RDONLY : 0);
+		if (mkdir_p(v->path, 0755) < 0)
+			return fail("volume: mkdir %s", v->path);
+		if (mount(v->tag, v->path, "9p", flags, "trans=virtio,version=9p2000.L,msize=512000,cache=mmap") < 0)
+			return fail("volume: mount %s on %s", v->tag, v->path);
+	}
+	return 0;
+}
+
 static int setup(const struct container_config *cfg)
 {
 	if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
@@ -203,6 +219,8 @@ static int setup(const struct container_config *cfg)
 	if (make_etc(cfg) < 0)
 		return -1;
 	if (mount_at("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777) < 0)
+		return -1;
+	if (mount_volumes(cfg) < 0)
 		return -1;
 	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
 		return fail("sethostname");

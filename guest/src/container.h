@@ -7,12 +7,16 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "boot.h"
+
 struct container_config {
 	const char *rootdir;  /* mounted image root, e.g. /mnt/root */
 	const char *hostname; /* "boxlite" */
 	int networking;       /* write host.boxlite.internal and resolv.conf */
 	const char *gateway;  /* address for host.boxlite.internal */
 	const char *dns;      /* nameserver */
+	const struct boot_volume *vols; /* 9p shares mounted last, at their paths */
+	int nvols;
 };
 
 struct container {

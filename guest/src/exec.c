@@ -297,6 +297,14 @@ static void run_child(const struct child_args *a)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
 	if (a->s->ns_fds) {
+		/* The agent is exempt from the OOM killer (-1000); workloads are not.
+		 * Written before setns: /proc is still the agent's here. */
+		int ofd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		if (ofd >= 0) {
+			if (write(ofd, "0", 1) != 1)
+				(void)0; /* raising it is always allowed; nothing to report */
+			close(ofd);
+		}
 		static const int types[3] = { CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNS };
 		for (int i = 0; i < 3; i++)
 			if (setns(a->s->ns_fds[i], types[i]) < 0)

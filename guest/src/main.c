@@ -151,6 +151,10 @@ static void vm_boot(void)
 	boot_early_mounts();
 	log_open_console();
 	log_info("starting, version %s", AGENT_VERSION);
+	/* Neither the agent nor the container init (forked from it, so it
+	 * inherits this) may be the OOM killer's victim; executions reset it. */
+	if (write_small_file("/proc/self/oom_score_adj", "-1000", 0644) < 0)
+		log_warn("oom_score_adj: %s", strerror(errno));
 	boot_load_modules("/lib/boxlite/modules");
 	boot_parse_cmdline(&bc);
 	log_set_debug(bc.debug);
@@ -169,6 +173,8 @@ static void vm_boot(void)
 			.networking = networking,
 			.gateway = bc.gw[0] ? bc.gw : "10.0.2.2",
 			.dns = bc.dns[0] ? bc.dns : "10.0.2.3",
+			.vols = bc.vols,
+			.nvols = bc.nvols,
 		};
 		if (container_start(&cfg, &ctr) == 0)
 			log_info("container ready (init pid %d)", (int)ctr.init_pid);

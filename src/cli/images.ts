@@ -1,8 +1,7 @@
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import YAML from 'yaml';
 import type { JsBoxlite } from '../index.js';
-import { table } from './format.js';
+import { FORMAT_HELP, render, table } from './format.js';
 
 type Act = (fn: (...args: any[]) => Promise<number>) => (...args: unknown[]) => Promise<void>;
 
@@ -90,22 +89,16 @@ export function registerImageCommands(program: Command, act: Act, runtimeFrom: (
       for (const i of images) process.stdout.write(`${i.id}\n`);
       return 0;
     }
-    switch (o.format) {
-      case 'json':
-        process.stdout.write(JSON.stringify(images, null, 2) + '\n');
-        break;
-      case 'yaml':
-        process.stdout.write(YAML.stringify(images));
-        break;
-      default: {
+    process.stdout.write(
+      render(images, o.format, (list) => {
         const rows = [['REPOSITORY', 'TAG', 'IMAGE ID', 'CACHED', 'SIZE']];
-        for (const i of images) rows.push([i.repository, i.tag, short(i.id), i.cachedAt, mb(i.sizeBytes)]);
-        process.stdout.write(table(rows) + '\n');
-      }
-    }
+        for (const i of list) rows.push([i.repository, i.tag, short(i.id), i.cachedAt, mb(i.sizeBytes)]);
+        return table(rows);
+      }),
+    );
     return 0;
   });
-  const formatOption = () => new Option('--format <format>', 'output format').choices(['table', 'json', 'yaml']).default('table');
+  const formatOption = () => new Option('--format <format>', FORMAT_HELP).default('table');
 
   program
     .command('images')

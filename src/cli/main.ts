@@ -10,12 +10,12 @@ import {
   JsBoxlite,
   NotFoundError,
   type Box,
-  type BoxInfo,
   type BoxOptions,
   type RegistrySettings,
 } from '../index.js';
 import { attach } from './attach.js';
-import { table } from './format.js';
+import { parsePublishFlag } from './ports.js';
+import { registerBoxCommands } from './boxes.js';
 import { registerImageCommands } from './images.js';
 
 const VERSION = '0.1.0';
@@ -43,6 +43,22 @@ function runtimeFrom(cmd: Command): JsBoxlite {
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** `-v HOST:GUEST[:ro|rw]` (docker's bind-mount form); the SDK validates the paths. */
+export function parseVolumeFlag(spec: string): { hostPath: string; guestPath: string; readOnly: boolean } {
+  let rest = spec;
+  let readOnly = false;
+  const mode = /:(ro|rw)$/.exec(rest);
+  if (mode) {
+    readOnly = mode[1] === 'ro';
+    rest = rest.slice(0, -3);
+  }
+  const colon = rest.lastIndexOf(':');
+  if (colon <= 0 || colon === rest.length - 1) {
+    throw new ConfigError(`volume ${JSON.stringify(spec)} is malformed: expected HOST:GUEST[:ro]`);
+  }
+  return { hostPath: rest.slice(0, colon), guestPath: rest.slice(colon + 1), readOnly };
+}
 
 /** `-e KEY=VALUE`, or `-e KEY` to pass the host's value through (docker semantics). */
 function parseEnv(specs: string[] = []): Array<{ key: string; value: string }> {
@@ -75,13 +91,6 @@ async function findBox(runtime: JsBoxlite, idOrName: string): Promise<Box> {
 }
 
 
-function ago(iso: string): string {
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  if (s < 60) return `${s} seconds ago`;
-  if (s < 3600) return `${Math.round(s / 60)} minutes ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} hours ago`;
-  return `${Math.round(s / 86400)} days ago`;
-}
 
 /** Wraps an action so its returned exit code reaches main(). */
 type Action = (...args: any[]) => Promise<number>;
@@ -118,7 +127,9 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     .option('-t, --tty', 'allocate a pseudo-TTY')
     .option('--cpus <n>', 'number of vCPUs', intOption('cpus'))
     .option('--memory <mib>', 'memory in MiB', intOption('memory'))
+    .option('-v, --volume <HOST:GUEST[:ro]>', 'share a host directory into the box (repeatable; ro: read-only)', collect)
     .addOption(new Option('--network <mode>', 'network mode').choices(['enabled', 'none']).default('enabled'))
+    .option('-p, --publish <[HOST:]GUEST[/tcp|udp]>', 'publish a guest port on host 127.0.0.1 (repeatable; HOST 0 or absent: any free port)', collect)
     .argument('[args...]', 'IMAGE (unless --rootfs) followed by the command')
     .passThroughOptions()
     .action(act(async (args: string[], o, cmd: Command) => {
@@ -140,7 +151,9 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
         user: o.user,
         autoRemove: Boolean(o.rm),
         detach: Boolean(o.detach),
+        volumes: (o.volume ?? []).map(parseVolumeFlag),
         network: { outbound: { mode: o.network === 'none' ? 'disabled' : 'enabled' } },
+        ports: (o.publish ?? []).map(parsePublishFlag),
       };
       const box = await runtime.create(options, o.name);
       if (o.detach) {
@@ -226,25 +239,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
       return 0;
     }));
 
-  program
-    .command('ls')
-    .alias('ps')
-    .description('List boxes (running ones unless -a)')
-    .option('-a, --all', 'show all boxes')
-    .option('-q, --quiet', 'only print ids')
-    .action(act(async (o, cmd: Command) => {
-      const runtime = runtimeFrom(cmd);
-      const boxes = (await runtime.listInfo()).filter((b: BoxInfo) => o.all || b.state.running);
-      if (o.quiet) {
-        for (const b of boxes) process.stdout.write(`${b.id}\n`);
-        return 0;
-      }
-      const rows = [['ID', 'NAME', 'IMAGE', 'STATUS', 'CREATED']];
-      for (const b of boxes) rows.push([b.id, b.name ?? '', b.image, b.state.status, ago(b.createdAt)]);
-      process.stdout.write(table(rows) + '\n');
-      return 0;
-    }));
-
+  registerBoxCommands(program, act, runtimeFrom);
   registerImageCommands(program, act, runtimeFrom);
   return program;
 }

@@ -105,6 +105,16 @@ export class ExecutionError extends BoxliteError {
 export const InternalError = variant('Internal', 'InternalError');
 export const AlreadyExistsError = variant('AlreadyExists', 'AlreadyExistsError');
 export const InvalidStateError = variant('InvalidState', 'InvalidStateError');
+export type UnsupportedEngineError = InstanceType<typeof UnsupportedEngineError>;
+export type EngineError = InstanceType<typeof EngineError>;
+export type ConfigError = InstanceType<typeof ConfigError>;
+export type StorageError = InstanceType<typeof StorageError>;
+export type ImageError = InstanceType<typeof ImageError>;
+export type PortalError = InstanceType<typeof PortalError>;
+export type NetworkError = InstanceType<typeof NetworkError>;
+export type InternalError = InstanceType<typeof InternalError>;
+export type AlreadyExistsError = InstanceType<typeof AlreadyExistsError>;
+export type InvalidStateError = InstanceType<typeof InvalidStateError>;
 
 export class NotFoundError extends BoxliteError {
   /** `new NotFoundError('box', id)` → "box not found: <id>". */

@@ -60,6 +60,8 @@ export interface BoxMetrics {
   bytesReceivedTotal: number;
   totalCreateDurationMs?: number;
   guestBootDurationMs?: number;
+  cpuPercent?: number;
+  memoryBytes?: number;
   stageFilesystemSetupMs?: number;
   stageImagePrepareMs?: number;
   stageGuestRootfsMs?: number;
@@ -68,7 +70,23 @@ export interface BoxMetrics {
   stageContainerInitMs?: number;
 }
 
-export function boxInfo(record: BoxRecordT, status: BoxStatus, pid?: number, startedAt?: string): BoxInfo {
+/**
+ * The ports a box publishes: the running shim's (host port 0 resolved), null while it boots
+ * (not known yet), [] when it publishes none or is not running.
+ */
+function publishedPortsOf(record: BoxRecordT, status: BoxStatus, live?: PublishedPort[]): PublishedPort[] | null {
+  if (record.options.network !== 'enabled' || !(record.options.ports ?? []).length) return [];
+  if (status !== 'running' && status !== 'stopping') return [];
+  return live ? live.map((p) => ({ ...p })) : null;
+}
+
+export function boxInfo(
+  record: BoxRecordT,
+  status: BoxStatus,
+  pid?: number,
+  startedAt?: string,
+  livePorts?: PublishedPort[],
+): BoxInfo {
   const mode = record.options.network;
   return {
     id: record.id,
@@ -84,7 +102,7 @@ export function boxInfo(record: BoxRecordT, status: BoxStatus, pid?: number, sta
       inbound: { mode: 'disabled', allowNet: [] },
       mode,
       allowNet: [],
-      publishedPorts: [],
+      publishedPorts: publishedPortsOf(record, status, livePorts),
     },
     autoStop: 0,
     autoDelete: record.options.autoRemove ? 0 : -1,
@@ -130,7 +148,7 @@ export class Box {
 
   async info(): Promise<BoxInfo> {
     const { state, shim } = this.ctx.store.status(this.id);
-    return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt);
+    return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
   }
 
   /**
@@ -180,9 +198,20 @@ export class Box {
         kernelPath: assets.kernelPath,
         initrdPath: assets.initrdPath,
         rootDiskPath: paths.disk,
+        volumes: options.volumes ?? [],
         agentSocketPath: paths.agentSocket,
         consoleLogPath: paths.consoleLog,
-        network: options.network === 'enabled' ? {} : null,
+        network:
+          options.network === 'enabled'
+            ? {
+                hostfwd: (options.ports ?? []).map((p) => ({
+                  protocol: p.protocol,
+                  hostAddress: p.hostIp,
+                  hostPort: p.hostPort,
+                  guestPort: p.guestPort,
+                })),
+              }
+            : null,
         tscKhz: accel.kind === 'tcg' ? cachedHostTscKhz() : null,
       },
       accelReason: accel.reason,
@@ -261,6 +290,13 @@ export class Box {
   ): Promise<Execution> {
     const opts: ExecOptions = { env, tty, user, timeoutSecs, workingDir };
     validateExec(command, args, opts);
+    // A configured box boots on its first exec; one that was stopped stays stopped until start().
+    if (!this.client || this.client.isClosed) {
+      const { state } = this.ctx.store.status(this.id);
+      if (state.status === 'stopped') {
+        throw new InvalidStateError(`cannot execute on stopped box ${this.id}; call start() first`);
+      }
+    }
     const client = await this.connect();
     const image = this.record.image.config;
     const options = this.record.options;
@@ -369,8 +405,24 @@ export class Box {
     this.ctx.onBoxStopped(this);
   }
 
+  /**
+   * Counters kept by this handle plus live figures of the VM process (host view):
+   * cpuPercent over a 200 ms sample (100 = one host core busy), memoryBytes = resident set.
+   */
   async metrics(): Promise<BoxMetrics> {
-    return { ...this.metricsState };
+    const out: BoxMetrics = { ...this.metricsState };
+    const shim = this.ctx.store.liveShim(this.id);
+    if (shim?.qemuPid) {
+      const before = cpuTicks(shim.qemuPid);
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, 200));
+      const after = cpuTicks(shim.qemuPid);
+      if (before !== undefined && after !== undefined) {
+        out.cpuPercent = Math.round(((after - before) / CLOCK_TICKS / ((performance.now() - t0) / 1000)) * 1000) / 10;
+      }
+      out.memoryBytes = residentBytes(shim.qemuPid);
+    }
+    return out;
   }
 
   /** Round trip of one PING between the shim and the guest agent (the raw link baseline). */
@@ -382,6 +434,28 @@ export class Box {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
+  }
+}
+
+/** USER_HZ: 100 on every Linux architecture BoxLite runs on. */
+const CLOCK_TICKS = 100;
+
+function cpuTicks(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]); // utime + stime
+  } catch {
+    return undefined;
+  }
+}
+
+function residentBytes(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors/index.js';
 
@@ -17,15 +18,51 @@ export interface BoxOptions {
   diskSizeGb?: number;
   workingDir?: string;
   env?: Array<{ key: string; value: string }>;
-  volumes?: unknown[];
+  volumes?: VolumeSpec[];
   network?: { mode?: 'enabled' | 'disabled'; outbound?: { mode: 'enabled' | 'disabled'; allowNet?: string[] }; inbound?: unknown; allowNet?: string[] };
-  ports?: unknown[];
+  ports?: PortSpec[];
   autoRemove?: boolean;
   detach?: boolean;
   entrypoint?: string[];
   cmd?: string[];
   user?: string;
   secrets?: unknown[];
+}
+
+/** `JsHostPathVolumeSpec` of @boxlite-ai/boxlite 0.10: a host directory shared into the box. */
+export interface VolumeSpec {
+  hostPath: string;
+  /** Absolute path in the box; created when missing. */
+  guestPath: string;
+  readOnly?: boolean;
+}
+
+/** A volume after validation: hostPath is absolute and resolved (symlinks followed). */
+export interface NormalizedVolume {
+  hostPath: string;
+  guestPath: string;
+  readOnly: boolean;
+}
+
+/** The guest agent mounts at most this many volumes (guest/src/boot.h BOOT_MAX_VOLUMES). */
+export const MAX_VOLUMES = 16;
+
+/** `JsPortSpec` of @boxlite-ai/boxlite 0.10: publish a guest port on the host. */
+export interface PortSpec {
+  /** Host port; 0 or absent: the OS picks a free one (see info().network.publishedPorts). */
+  hostPort?: number;
+  guestPort: number;
+  protocol?: 'tcp' | 'udp';
+  /** Host address to bind (IPv4); default 127.0.0.1. */
+  hostIp?: string;
+}
+
+/** A port spec after validation: hostPort 0 = picked when the box boots. */
+export interface NormalizedPort {
+  hostPort: number;
+  guestPort: number;
+  protocol: 'tcp' | 'udp';
+  hostIp: string;
 }
 
 /** Options after validation, with defaults applied. Persisted in the box's config.json. */
@@ -38,6 +75,10 @@ export interface NormalizedBoxOptions {
   workingDir?: string;
   env: Array<[string, string]>;
   network: 'enabled' | 'disabled';
+  /** Absent in configs written before volumes existed: read as []. */
+  volumes?: NormalizedVolume[];
+  /** Absent in configs written before port forwarding existed: read as []. */
+  ports?: NormalizedPort[];
   autoRemove: boolean;
   detach: boolean;
   entrypoint?: string[];
@@ -51,6 +92,30 @@ const envName = z
   .refine((k) => !k.includes('=') && !k.includes('\0'), "must not contain '=' or NUL");
 
 const mode = z.enum(['enabled', 'disabled']);
+
+const portSpec = z
+  .object({
+    hostPort: z
+      .number()
+      .int('must be an integer')
+      .min(0, 'must be between 0 and 65535 (0: any free port)')
+      .max(65535, 'must be between 0 and 65535 (0: any free port)')
+      .optional(),
+    guestPort: z
+      .number({ required_error: 'is required' })
+      .int('must be an integer')
+      .min(1, 'must be between 1 and 65535')
+      .max(65535, 'must be between 1 and 65535'),
+    protocol: z.enum(['tcp', 'udp'], { errorMap: () => ({ message: 'must be "tcp" or "udp"' }) }).optional(),
+    hostIp: z
+      .string()
+      .refine(
+        (ip) => /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(ip) && ip.split('.').every((b) => Number(b) <= 255),
+        'must be an IPv4 address',
+      )
+      .optional(),
+  })
+  .strict();
 
 function schema(hostCpus: number) {
   return z
@@ -72,8 +137,8 @@ function schema(hostCpus: number) {
       diskSizeGb: z.number().int().min(1).max(2048).optional(),
       workingDir: z.string().startsWith('/', 'must be an absolute path').optional(),
       env: z.array(z.object({ key: envName, value: z.string().refine((v) => !v.includes('\0'), 'must not contain NUL') })).optional(),
-      volumes: z.array(z.unknown()).max(0, 'volumes are not supported by this version yet').optional(),
-      ports: z.array(z.unknown()).max(0, 'port forwarding is not supported by this version yet').optional(),
+      volumes: z.array(z.record(z.unknown())).max(MAX_VOLUMES, `must have at most ${MAX_VOLUMES} entries`).optional(),
+      ports: z.array(portSpec).optional(),
       secrets: z.array(z.unknown()).max(0, 'secrets are not supported by this version yet').optional(),
       network: z
         .object({
@@ -108,7 +173,27 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
   if (o.rootfsPath && !fs.existsSync(o.rootfsPath)) {
     throw new ConfigError(`rootfsPath does not exist: ${o.rootfsPath}`);
   }
+  const volumes = normalizeVolumes(o.volumes ?? []);
   const network = o.network?.outbound?.mode ?? o.network?.mode ?? 'enabled';
+  const ports: NormalizedPort[] = (o.ports ?? []).map((p) => ({
+    hostPort: p.hostPort ?? 0,
+    guestPort: p.guestPort,
+    protocol: p.protocol ?? 'tcp',
+    hostIp: p.hostIp ?? '127.0.0.1',
+  }));
+  if (ports.length && network === 'disabled') {
+    throw new ConfigError('ports cannot be published when the network is disabled');
+  }
+  const seen = new Map<string, number>();
+  for (const [i, p] of ports.entries()) {
+    if (p.hostPort === 0) continue;
+    const key = `${p.protocol}/${p.hostPort}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      throw new ConfigError(`ports[${i}].hostPort ${p.hostPort}/${p.protocol} is already used by ports[${first}]`);
+    }
+    seen.set(key, i);
+  }
   return {
     image: o.rootfsPath ? undefined : o.image,
     rootfsPath: o.rootfsPath,
@@ -118,12 +203,48 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
     workingDir: o.workingDir,
     env: (o.env ?? []).map((e) => [e.key, e.value]),
     network,
+    volumes,
+    ports,
     autoRemove: o.autoRemove ?? false,
     detach: o.detach ?? false,
     entrypoint: o.entrypoint,
     cmd: o.cmd,
     user: o.user,
   };
+}
+
+function normalizeVolumes(specs: Array<Record<string, unknown>>): NormalizedVolume[] {
+  const out: NormalizedVolume[] = [];
+  for (const [i, v] of specs.entries()) {
+    const bad = (what: string) => new ConfigError(`volumes[${i}].${what}`);
+    if ('managedVolume' in v || 'volumeName' in v) {
+      throw new ConfigError(`volumes[${i}]: managed volumes are not supported by the local runtime`);
+    }
+    const { hostPath, guestPath, readOnly } = v;
+    if (typeof hostPath !== 'string' || hostPath.length === 0) throw bad('hostPath is required (a host directory)');
+    if (hostPath.includes('\0')) throw bad('hostPath must not contain NUL');
+    let st: fs.Stats;
+    let real: string;
+    try {
+      real = fs.realpathSync(path.resolve(hostPath));
+      st = fs.statSync(real);
+    } catch {
+      throw bad(`hostPath does not exist: ${hostPath}`);
+    }
+    if (!st.isDirectory()) throw bad(`hostPath must be a directory: ${hostPath}`);
+    if (typeof guestPath !== 'string' || !guestPath.startsWith('/')) {
+      throw bad(`guestPath must be an absolute path${typeof guestPath === 'string' ? `, got ${JSON.stringify(guestPath)}` : ''}`);
+    }
+    if (guestPath.includes('\0')) throw bad('guestPath must not contain NUL');
+    const g = path.posix.normalize(guestPath).replace(/\/+$/, '');
+    if (g === '') throw bad('guestPath must not be /');
+    if (Buffer.byteLength(g) > 255) throw bad('guestPath must be at most 255 bytes');
+    if (readOnly !== undefined && typeof readOnly !== 'boolean') throw bad('readOnly must be a boolean');
+    const first = out.findIndex((o) => o.guestPath === g);
+    if (first >= 0) throw bad(`guestPath ${g} is already used by volumes[${first}]`);
+    out.push({ hostPath: real, guestPath: g, readOnly: readOnly ?? false });
+  }
+  return out;
 }
 
 function valueAt(root: unknown, p: Array<string | number>): unknown {

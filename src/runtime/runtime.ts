@@ -23,6 +23,18 @@ export interface RuntimeOptions {
 }
 
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const VERSION = '0.1.0';
+
+export interface SystemInfo {
+  version: string;
+  home: string;
+  accelerator: string;
+  acceleratorReason: string;
+  guestKernel: string;
+  boxes: number;
+  runningBoxes: number;
+  images: number;
+}
 
 export function defaultAgentBinary(env: NodeJS.ProcessEnv = process.env): string {
   return env.BOXLITE_GUEST_AGENT ?? path.join(PACKAGE_ROOT, 'guest', 'build', 'boxlite-guest');
@@ -57,7 +69,7 @@ export class JsBoxlite {
 
   constructor(options: RuntimeOptions = {}) {
     this.home = resolveHome(options.homeDir);
-    this.store = new BoxStore(this.home.boxes);
+    this.store = new BoxStore(this.home.boxes, this.home.db);
     this.imageStore = new ImageStore(this.home.images, this.home.db);
     this.images = new Images(this.imageStore, this.store, parseRegistries(options.imageRegistries ?? []));
     this.ctx = {
@@ -179,13 +191,13 @@ export class JsBoxlite {
     const record = this.store.find<BoxRecordT['options'], BoxImage>(idOrName);
     if (!record) return null;
     const { state, shim } = this.store.status(record.id);
-    return boxInfo(record, state.status, shim?.qemuPid, state.startedAt);
+    return boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
   }
 
   async listInfo(): Promise<BoxInfo[]> {
     return this.store.list<BoxRecordT['options'], BoxImage>().map((record) => {
       const { state, shim } = this.store.status(record.id);
-      return boxInfo(record, state.status, shim?.qemuPid, state.startedAt);
+      return boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
     });
   }
 
@@ -202,6 +214,28 @@ export class JsBoxlite {
       await box.kill();
     }
     this.store.remove(record.id);
+  }
+
+  /** What `boxlite info` shows: version, home, accelerator and why, guest kernel, counts. */
+  async systemInfo(): Promise<SystemInfo> {
+    const boxes = await this.listInfo();
+    const accel = this.ctx.accelerator();
+    let kernel: string | undefined;
+    try {
+      kernel = (await this.ctx.guestAssets()).kernelVersion;
+    } catch {
+      kernel = undefined;
+    }
+    return {
+      version: VERSION,
+      home: this.home.root,
+      accelerator: accel.kind,
+      acceleratorReason: accel.reason,
+      guestKernel: kernel ?? 'not installed (run `npm run setup`)',
+      boxes: boxes.length,
+      runningBoxes: boxes.filter((b) => b.state.running).length,
+      images: (await this.images.list()).length,
+    };
   }
 
   async metrics(): Promise<RuntimeMetrics> {
@@ -226,6 +260,7 @@ export class JsBoxlite {
   close(): void {
     this.closed = true;
     this.imageStore.close();
+    this.store.close();
   }
 
   private assertOpen(): void {

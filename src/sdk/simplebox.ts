@@ -28,6 +28,7 @@ export interface SimpleBoxOptions {
   workingDir?: string;
   env?: Record<string, string>;
   network?: BoxOptions['network'];
+  ports?: BoxOptions['ports'];
   entrypoint?: string[];
   cmd?: string[];
   user?: string;
@@ -65,6 +66,7 @@ export class SimpleBox {
       workingDir: options.workingDir,
       env: options.env ? Object.entries(options.env).map(([key, value]) => ({ key, value })) : undefined,
       network: options.network,
+      ports: options.ports,
       entrypoint: options.entrypoint,
       cmd: options.cmd,
       user: options.user,

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { QemuSpec } from '../vmm/qemu.js';
+import type { PublishedPort } from './ports.js';
 
 /** What the SDK hands the shim on stdin (never argv: it may carry secrets later). */
 export interface ShimConfig {
@@ -34,6 +35,8 @@ export interface ShimState {
   bootMs: number;
   agentVersion: string;
   agentFeatures: number;
+  /** Host ports actually bound for the box (hostPort 0 resolved); [] when none. */
+  publishedPorts?: PublishedPort[];
 }
 
 export function boxPaths(boxDir: string) {

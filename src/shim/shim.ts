@@ -7,6 +7,7 @@ import { Link } from '../protocol/link.js';
 import { buildQemuCommand } from '../vmm/qemu.js';
 import { boxPaths, type ShimConfig, type ShimReadyLine, type ShimState } from './config.js';
 import { isProcessAlive, processStartTime, readJson, readTail, writeFileAtomic } from '../util/fs.js';
+import { hostForwardFailure, publishedPorts, resolveHostPorts } from './ports.js';
 
 const SHIM_VERSION = '0.1.0';
 
@@ -53,6 +54,8 @@ export class Shim {
     const { qemu: spec } = this.config;
     this.acquireLock();
     for (const p of [this.paths.agentSocket, this.paths.controlSocket]) fs.rmSync(p, { force: true });
+    // Published ports: pick the "any" ones, probe the others (NetworkError before QEMU starts).
+    const forwards = spec.network ? await resolveHostPorts(spec.network.hostfwd ?? []) : [];
 
     this.agentServer = net.createServer();
     const agentConnected = new Promise<net.Socket>((resolve) => this.agentServer!.once('connection', resolve));
@@ -60,6 +63,7 @@ export class Shim {
 
     const cmd = buildQemuCommand({
       ...spec,
+      network: spec.network ? { ...spec.network, hostfwd: forwards } : null,
       agentSocketPath: this.paths.agentSocket,
       consoleLogPath: this.paths.consoleLog,
     });
@@ -106,6 +110,7 @@ export class Shim {
       bootMs,
       agentVersion: hello.version,
       agentFeatures: hello.features,
+      publishedPorts: publishedPorts(forwards),
     };
     writeFileAtomic(this.paths.shimState, JSON.stringify(this.state, null, 2));
     this.log(`ready in ${bootMs} ms (agent ${hello.version})`);
@@ -129,6 +134,8 @@ export class Shim {
       }, timeoutMs);
     });
     const died = this.qemuExited.then((code) => {
+      const fwdError = hostForwardFailure(readTail(this.paths.qemuLog, 10));
+      if (fwdError) throw fwdError;
       throw new EngineError(
         `QEMU exited during boot (code ${code}); last console lines:\n${readTail(this.paths.consoleLog, 20)}` +
           `\nQEMU said:\n${readTail(this.paths.qemuLog, 10)}`,

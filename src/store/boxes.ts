@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AlreadyExistsError, StorageError } from '../errors/index.js';
 import { isProcessAlive, readJson, writeFileAtomic } from '../util/fs.js';
+import { openDatabase, type Db } from './db.js';
 
 /** Lifecycle states; the same names appear in info().state.status, the CLI and error messages. */
 export type BoxStatus = 'configured' | 'running' | 'stopping' | 'stopped' | 'failed' | 'unknown';
@@ -15,7 +16,7 @@ export interface BoxRecord<Options = unknown, Image = unknown> {
   image: Image;
 }
 
-/** Mutable (boxes/<id>/state.json). */
+/** Mutable (box_state in db/boxes.db). */
 export interface BoxState {
   status: BoxStatus;
   startedAt?: string;
@@ -29,52 +30,94 @@ export interface LiveShim {
   /** Unknown while the VM is still booting. */
   qemuPid?: number;
   qemuStartTime?: string;
+  /** Host ports the running box publishes (absent while booting). */
+  publishedPorts?: Array<{ guestPort: number; hostIp: string; hostPort: number; protocol: 'tcp' | 'udp' }>;
 }
 
+const MIGRATIONS = [
+  `CREATE TABLE boxes (
+     id         TEXT PRIMARY KEY,
+     name       TEXT UNIQUE,
+     created_at TEXT NOT NULL,
+     config     TEXT NOT NULL
+   );
+   CREATE TABLE box_state (
+     id         TEXT PRIMARY KEY REFERENCES boxes (id) ON DELETE CASCADE,
+     status     TEXT NOT NULL,
+     started_at TEXT,
+     stopped_at TEXT,
+     last_error TEXT
+   );`,
+];
+
 /**
- * Box records on disk, one directory per box. Every process that opens the
- * same home sees the same boxes; the live state of a running box is proven by
- * its shim process, not trusted from a file.
+ * The box registry: `db/boxes.db` (SQLite, WAL) holds the immutable config and the
+ * mutable state of every box, so any number of processes can share a home and a
+ * name stays unique even when two of them create boxes at once. Each box also has
+ * its directory (`boxes/<id>/`: config.json for people, disk, sockets, logs). The
+ * live state of a running box is proven by its shim process, never trusted from a row.
  */
 export class BoxStore {
-  constructor(readonly boxesDir: string) {}
+  private dbHandle?: Db;
+
+  constructor(
+    readonly boxesDir: string,
+    private readonly dbDir: string,
+  ) {}
+
+  private get db(): Db {
+    if (!this.dbHandle) {
+      fs.mkdirSync(this.dbDir, { recursive: true });
+      this.dbHandle = openDatabase(this.dbDir, 'boxes', MIGRATIONS);
+    }
+    return this.dbHandle;
+  }
+
+  close(): void {
+    this.dbHandle?.close();
+    this.dbHandle = undefined;
+  }
 
   dir(id: string): string {
     return path.join(this.boxesDir, id);
   }
 
   create<O, I>(record: BoxRecord<O, I>): void {
-    if (record.name && this.list().some((r) => r.name === record.name)) {
-      throw new AlreadyExistsError(`a box named ${JSON.stringify(record.name)} already exists`);
+    try {
+      this.db.transaction(() => {
+        this.db
+          .prepare('INSERT INTO boxes (id, name, created_at, config) VALUES (?, ?, ?, ?)')
+          .run(record.id, record.name ?? null, record.createdAt, JSON.stringify(record));
+        this.db.prepare("INSERT INTO box_state (id, status) VALUES (?, 'configured')").run(record.id);
+      }).immediate();
+    } catch (err) {
+      if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) {
+        throw new AlreadyExistsError(
+          record.name ? `a box named ${JSON.stringify(record.name)} already exists` : `box with ID ${record.id} exists`,
+        );
+      }
+      throw new StorageError(`cannot record box ${record.id}: ${(err as Error).message}`, { cause: err });
     }
     const dir = this.dir(record.id);
     try {
-      fs.mkdirSync(dir, { mode: 0o700 });
-      fs.mkdirSync(path.join(dir, 'logs'));
+      fs.mkdirSync(path.join(dir, 'logs'), { recursive: true, mode: 0o700 });
       writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(record, null, 2));
-      this.writeState(record.id, { status: 'configured' });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new AlreadyExistsError(`box with ID ${record.id} exists`);
+      this.db.prepare('DELETE FROM boxes WHERE id = ?').run(record.id);
       fs.rmSync(dir, { recursive: true, force: true });
       throw new StorageError(`cannot create box directory ${dir}: ${(err as Error).message}`, { cause: err });
     }
   }
 
   get<O, I>(id: string): BoxRecord<O, I> | undefined {
-    return readJson<BoxRecord<O, I>>(path.join(this.dir(id), 'config.json'));
+    const row = this.db.prepare('SELECT config FROM boxes WHERE id = ?').get(id) as { config: string } | undefined;
+    return row ? (JSON.parse(row.config) as BoxRecord<O, I>) : undefined;
   }
 
   list<O, I>(): Array<BoxRecord<O, I>> {
-    let ids: string[];
-    try {
-      ids = fs.readdirSync(this.boxesDir);
-    } catch {
-      return [];
-    }
-    return ids
-      .sort()
-      .map((id) => this.get<O, I>(id))
-      .filter((r): r is BoxRecord<O, I> => r !== undefined);
+    return (this.db.prepare('SELECT config FROM boxes ORDER BY id').all() as Array<{ config: string }>).map(
+      (r) => JSON.parse(r.config) as BoxRecord<O, I>,
+    );
   }
 
   /** Exact id, exact name, then a unique id prefix of at least 4 characters. */
@@ -88,11 +131,22 @@ export class BoxStore {
   }
 
   readState(id: string): BoxState {
-    return readJson<BoxState>(path.join(this.dir(id), 'state.json')) ?? { status: 'unknown' };
+    const row = this.db.prepare('SELECT * FROM box_state WHERE id = ?').get(id) as
+      | { status: BoxStatus; started_at: string | null; stopped_at: string | null; last_error: string | null }
+      | undefined;
+    if (!row) return { status: 'unknown' };
+    const state: BoxState = { status: row.status };
+    if (row.started_at) state.startedAt = row.started_at;
+    if (row.stopped_at) state.stoppedAt = row.stopped_at;
+    if (row.last_error) state.lastError = row.last_error;
+    return state;
   }
 
+  /** A box removed meanwhile (by another process) has no state to write: that is not an error. */
   writeState(id: string, state: BoxState): void {
-    writeFileAtomic(path.join(this.dir(id), 'state.json'), JSON.stringify(state, null, 2));
+    this.db
+      .prepare('UPDATE box_state SET status = ?, started_at = ?, stopped_at = ?, last_error = ? WHERE id = ?')
+      .run(state.status, state.startedAt ?? null, state.stoppedAt ?? null, state.lastError ?? null, id);
   }
 
   /**
@@ -125,6 +179,7 @@ export class BoxStore {
   }
 
   remove(id: string): void {
+    this.db.prepare('DELETE FROM boxes WHERE id = ?').run(id);
     try {
       fs.rmSync(this.dir(id), { recursive: true, force: true });
     } catch (err) {

@@ -28,6 +28,8 @@ export interface QemuSpec {
   initrdPath: string;
   /** The box's qcow2 overlay; the guest sees it as /dev/vda. */
   rootDiskPath?: string | null;
+  /** Host directories shared over virtio-9p (mount tag boxlite-v<index>). */
+  volumes?: QemuVolume[];
   /** Unix socket the host is already listening on; QEMU connects to it as a client. */
   agentSocketPath: string;
   /** Guest serial console, appended to this file. */
@@ -47,6 +49,27 @@ export interface QemuSpec {
   binary?: string;
   /** Guest architecture; default: the host's. */
   arch?: GuestArch;
+}
+
+export interface QemuVolume {
+  /** Absolute host directory. */
+  hostPath: string;
+  /** Absolute path in the container; the agent creates it when missing. */
+  guestPath: string;
+  readOnly: boolean;
+}
+
+/**
+ * A guest path as one kernel command line token: every byte outside [A-Za-z0-9/._+@-] becomes
+ * %XX (so no space, quote, comma or colon reaches the kernel's parser); the agent decodes it.
+ */
+export function escapeCmdlinePath(p: string): string {
+  let out = '';
+  for (const b of Buffer.from(p, 'utf8')) {
+    const c = String.fromCharCode(b);
+    out += /[A-Za-z0-9/._+@-]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
 }
 
 /** The host facts buildQemuCommand falls back on; tests pass fixed ones. */
@@ -87,6 +110,15 @@ function validate(spec: QemuSpec): void {
   };
   if (!Number.isInteger(spec.cpus) || spec.cpus < 1) bad(`invalid CPU count ${spec.cpus}`);
   if (!Number.isInteger(spec.memoryMib) || spec.memoryMib < 64) bad(`invalid memory size ${spec.memoryMib} MiB`);
+  const vols = spec.volumes ?? [];
+  if (vols.length > 16) bad(`too many volumes (${vols.length}; at most 16)`);
+  for (const v of vols) {
+    if (!isAbsolute(v.hostPath) || !v.guestPath.startsWith('/')) bad(`invalid volume ${v.hostPath}:${v.guestPath}`);
+  }
+  // The kernel command line holds 2048 bytes in all (x86); keep the volumes to half of it.
+  if (vols.reduce((n, v) => n + escapeCmdlinePath(v.guestPath).length + 20, 0) > 1024) {
+    bad('volume guest paths are too long to pass on the kernel command line');
+  }
   for (const f of spec.network?.hostfwd ?? []) {
     for (const port of [f.hostPort, f.guestPort]) {
       if (!Number.isInteger(port) || port < 1 || port > 65535) bad(`invalid port ${port}`);
@@ -120,6 +152,9 @@ export function buildKernelCmdline(spec: QemuSpec, host: Partial<QemuHost> = {})
     parts.push('tsc=reliable', 'no_timer_check');
   }
   if (spec.rootDiskPath) parts.push('boxlite.root=/dev/vda');
+  (spec.volumes ?? []).forEach((v, i) => {
+    parts.push(`boxlite.vol=${i}:${v.readOnly ? 'ro' : 'rw'}:${escapeCmdlinePath(v.guestPath)}`);
+  });
   if (spec.network) {
     parts.push(`boxlite.ip=${GUEST_NET.ip}`, `boxlite.gw=${GUEST_NET.gateway}`, `boxlite.dns=${GUEST_NET.dns}`);
   }
@@ -188,6 +223,16 @@ export function buildQemuCommand(spec: QemuSpec, host: Partial<QemuHost> = {}): 
       '-device', 'virtio-blk-device,drive=root',
     );
   }
+
+  // Volumes: one virtio-9p share each. mapped-xattr works unprivileged (guest owners and
+  // modes live in xattrs on the host); readonly=on makes QEMU refuse writes whatever the guest
+  // does. The agent mounts tag boxlite-v<i> at the guest path (boxlite.vol=, msize=512000).
+  (spec.volumes ?? []).forEach((v, i) => {
+    args.push(
+      '-fsdev', `local,id=v${i},path=${o(v.hostPath)},security_model=mapped-xattr${v.readOnly ? ',readonly=on' : ''}`,
+      '-device', `virtio-9p-device,fsdev=v${i},mount_tag=boxlite-v${i}`,
+    );
+  });
 
   if (spec.network) {
     const fwd = (spec.network.hostfwd ?? []).map(

@@ -67,6 +67,23 @@ describe('boxlite run', () => {
   });
 });
 
+describe('host commands', () => {
+  it('info names the accelerator and why; completion prints scripts', async () => {
+    const info = JSON.parse((await boxlite(['info', '--format', 'json'])).stdout) as Array<Record<string, unknown>>;
+    expect(info[0]).toMatchObject({ version: '0.1.0', home: inject('home') });
+    expect(['kvm', 'hvf', 'tcg']).toContain(info[0]!.accelerator);
+    expect(String(info[0]!.acceleratorReason).length).toBeGreaterThan(5);
+    expect((await boxlite(['info'])).stdout).toMatch(/^Accelerator:\s+(kvm|hvf|tcg) \(/m);
+    for (const shell of ['bash', 'zsh', 'fish']) {
+      const r = await boxlite(['completion', shell]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/boxlite/);
+      expect(r.stdout).toMatch(/exec/);
+    }
+    expect((await boxlite(['completion', 'tcsh'])).code).toBe(2);
+  });
+});
+
 describe('detached boxes: run -d, exec, ls, stop, rm', () => {
   it('manages a box across separate CLI processes', async () => {
     const started = await boxlite(['run', '-d', '--name', 'cli-detached', '--rootfs', inject('image')]);
@@ -83,6 +100,22 @@ describe('detached boxes: run -d, exec, ls, stop, rm', () => {
       expect(again.stdout).toBe('42\n');
       const code = await boxlite(['exec', id, 'sh', '-c', 'exit 3']);
       expect(code.code).toBe(3);
+
+      const inspect = JSON.parse((await boxlite(['inspect', 'cli-detached'])).stdout) as Array<Record<string, any>>;
+      expect(inspect[0]).toMatchObject({ id, name: 'cli-detached', state: { status: 'running', running: true }, cpus: 1, memoryMib: 512 });
+      expect(inspect[0]!.paths.consoleLog).toMatch(/logs\/console\.log$/);
+      const templated = await boxlite(['ls', '--format', '{{.ID}} {{.state.status}}']);
+      expect(templated.stdout).toContain(`${id} running\n`);
+      const yaml = await boxlite(['ls', '--format', 'yaml']);
+      expect(yaml.stdout).toMatch(new RegExp(`id: ${id}`));
+      const logs = await boxlite(['logs', '-n', '50', id]);
+      expect(logs.stdout).toMatch(/boxlite-guest/);
+      const stats = JSON.parse((await boxlite(['stats', '--format', 'json', id])).stdout) as Array<{ memoryBytes: number; cpuPercent: number }>;
+      expect(stats[0]!.memoryBytes).toBeGreaterThan(50 * 1024 * 1024);
+      expect(stats[0]!.cpuPercent).toBeGreaterThanOrEqual(0);
+      expect((await boxlite(['restart', id])).code).toBe(0);
+      const afterRestart = await boxlite(['exec', id, 'cat', '/root/answer']);
+      expect(afterRestart.stdout).toBe('42\n');
 
       const rmRunning = await boxlite(['rm', id]);
       expect(rmRunning.code).toBe(1);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { ConfigError, EngineError, JsBoxlite, PortalError, SimpleBox } from '../../dist/index.js';
+import { ConfigError, EngineError, InvalidStateError, JsBoxlite, PortalError, SimpleBox } from '../../dist/index.js';
 
 function alive(pid: number): boolean {
   try {
@@ -79,6 +79,55 @@ describe('process lifetime', () => {
     expect((await runtime.getInfo(id))?.state.status).toBe('stopped');
     await runtime.remove(id);
     expect(await runtime.get(id)).toBeNull();
+  });
+});
+
+describe('recovery and shared homes', () => {
+  it('a box whose shim or QEMU is killed -9 is seen as stopped, leaves no process, and starts again', async () => {
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    const box = await runtime.create({ rootfsPath: inject('image') });
+    try {
+      for (const victim of ['shim', 'qemu'] as const) {
+        await box.start();
+        const ex = await box.exec('sh', ['-c', 'echo persisted-$0 >> /root/log; sync', victim]);
+        expect((await ex.wait()).exitCode).toBe(0);
+        const shim = JSON.parse(fs.readFileSync(path.join(inject('home'), 'boxes', box.id, 'shim.json'), 'utf8'));
+        process.kill(victim === 'shim' ? shim.shimPid : shim.qemuPid, 'SIGKILL');
+        expect(await waitGone([shim.shimPid, shim.qemuPid], 10_000)).toBe(true);
+        const info = await new JsBoxlite({ homeDir: inject('home') }).getInfo(box.id);
+        expect(info?.state.status).toBe('stopped');
+        // The handle does not pretend: the box is stopped until someone starts it.
+        const late = await box.exec('true').catch((e: unknown) => e);
+        expect(late).toBeInstanceOf(InvalidStateError);
+      }
+      await box.start();
+      const log = await box.exec('cat', ['/root/log']);
+      const out = await (await log.stdout()).next();
+      expect(out).toBe('persisted-shim\npersisted-qemu\n');
+    } finally {
+      await runtime.remove(box.id, true);
+    }
+  });
+
+  it('keeps names unique when several processes create boxes at once', async () => {
+    const script = `
+      import { JsBoxlite } from ${JSON.stringify(path.join(inject('root'), 'dist', 'index.js'))};
+      const rt = new JsBoxlite({ homeDir: ${JSON.stringify(inject('home'))} });
+      try { const b = await rt.create({ rootfsPath: ${JSON.stringify(inject('image'))} }, 'contended'); console.log('created ' + b.id); }
+      catch (e) { console.log('refused ' + e.code); }
+    `;
+    const run = () =>
+      new Promise<string>((resolve) => {
+        const c = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        c.stdout.on('data', (d) => (out += d));
+        c.on('close', () => resolve(out.trim()));
+      });
+    const results = await Promise.all([run(), run(), run(), run()]);
+    expect(results.filter((r) => r.startsWith('created')).length).toBe(1);
+    expect(results.filter((r) => r === 'refused AlreadyExists').length).toBe(3);
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    await runtime.remove('contended');
   });
 });
 

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors/index.js';
 import { defaultCommand, execEnvironment } from '../../src/runtime/image.js';
@@ -48,8 +49,29 @@ describe('box options', () => {
   });
 
   it('refuses features this version does not implement instead of ignoring them', () => {
-    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, volumes: [{}] }, 4))).toMatch(/volumes are not supported/);
-    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, ports: [{}] }, 4))).toMatch(/port forwarding is not supported/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, volumes: [{ managedVolume: 'data' } as never] }, 4))).toMatch(
+      /managed volumes are not supported by the local runtime/,
+    );
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, ports: [{}] as never }, 4))).toMatch(/^configuration error: ports\[0\]\.guestPort is required/);
+  });
+
+  it('validates host path volumes', () => {
+    const vol = (v: Record<string, unknown>) => normalizeBoxOptions({ rootfsPath: layout, volumes: [v as never] }, 4);
+    expect(vol({ hostPath: '/tmp', guestPath: '/data/', readOnly: true }).volumes).toEqual([
+      { hostPath: fs.realpathSync('/tmp'), guestPath: '/data', readOnly: true },
+    ]);
+    expect(vol({ hostPath: '/tmp', guestPath: '/data' }).volumes![0]!.readOnly).toBe(false);
+    expect(normalizeBoxOptions({ rootfsPath: layout }, 4).volumes).toEqual([]);
+    expect(configError(() => vol({ hostPath: '/nope/nope', guestPath: '/data' }))).toMatch(/volumes\[0\]\.hostPath does not exist/);
+    expect(configError(() => vol({ guestPath: '/data' }))).toMatch(/volumes\[0\]\.hostPath is required/);
+    expect(configError(() => vol({ hostPath: '/etc/hostname', guestPath: '/data' }))).toMatch(/volumes\[0\]\.hostPath must be a directory/);
+    expect(configError(() => vol({ hostPath: '/tmp', guestPath: 'data' }))).toMatch(/volumes\[0\]\.guestPath must be an absolute path/);
+    expect(configError(() => vol({ hostPath: '/tmp', guestPath: '/' }))).toMatch(/volumes\[0\]\.guestPath must not be \//);
+    expect(
+      configError(() =>
+        normalizeBoxOptions({ rootfsPath: layout, volumes: [{ hostPath: '/tmp', guestPath: '/a' }, { hostPath: '/', guestPath: '/a/' }] }, 4),
+      ),
+    ).toMatch(/volumes\[1\]\.guestPath \/a is already used by volumes\[0\]/);
   });
 
   it('validates exec arguments', () => {

@@ -97,7 +97,29 @@ describe('buildQemuCommand', () => {
     expect(opt(noDisk, '-append')).not.toContain('boxlite.root');
   });
 
-  it('has no NIC at all when the network is off', () => {
+  it('shares volumes over virtio-9p and names them on the kernel command line', () => {
+    const { args } = buildQemuCommand(
+      spec({
+        volumes: [
+          { hostPath: '/h/data', guestPath: '/data', readOnly: false },
+          { hostPath: '/h/a,b', guestPath: '/mnt/my dir:x', readOnly: true },
+        ],
+      }),
+      noHost,
+    );
+    expect(all(args, '-fsdev')).toEqual([
+      'local,id=v0,path=/h/data,security_model=mapped-xattr',
+      'local,id=v1,path=/h/a,,b,security_model=mapped-xattr,readonly=on',
+    ]);
+    expect(all(args, '-device')).toContain('virtio-9p-device,fsdev=v0,mount_tag=boxlite-v0');
+    expect(all(args, '-device')).toContain('virtio-9p-device,fsdev=v1,mount_tag=boxlite-v1');
+    const append = opt(args, '-append')!.split(' ');
+    expect(append).toContain('boxlite.vol=0:rw:/data');
+    expect(append).toContain('boxlite.vol=1:ro:/mnt/my%20dir%3Ax');
+    expect(buildQemuCommand(spec(), noHost).args).not.toContain('-fsdev');
+  });
+
+    it('has no NIC at all when the network is off', () => {
     const { args } = buildQemuCommand(spec({ network: null }), noHost);
     expect(args).not.toContain('-netdev');
     expect(all(args, '-device').some((d) => d.startsWith('virtio-net'))).toBe(false);

@@ -1,0 +1,203 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { NotFoundError, type Box, type BoxInfo, type JsBoxlite } from '../index.js';
+import { FORMAT_HELP, render, table } from './format.js';
+
+type Act = (fn: (...args: any[]) => Promise<number>) => (...args: unknown[]) => Promise<void>;
+
+async function findBox(runtime: JsBoxlite, idOrName: string): Promise<Box> {
+  const box = await runtime.get(idOrName);
+  if (!box) throw new NotFoundError('box', idOrName);
+  return box;
+}
+
+function ago(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s} seconds ago`;
+  if (s < 3600) return `${Math.round(s / 60)} minutes ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} hours ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+const mib = (bytes?: number) => (bytes === undefined ? '-' : `${(bytes / 1024 / 1024).toFixed(1)}MiB`);
+
+/** Box listing, inspection, logs, stats, host info and shell completion. */
+export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cmd: Command) => JsBoxlite): void {
+  program
+    .command('ls')
+    .alias('ps')
+    .description('List boxes (running ones unless -a)')
+    .option('-a, --all', 'show all boxes')
+    .option('-q, --quiet', 'only print ids')
+    .addOption(new Option('--format <format>', FORMAT_HELP).default('table'))
+    .action(
+      act(async (o, cmd: Command) => {
+        const runtime = runtimeFrom(cmd);
+        const boxes = (await runtime.listInfo()).filter((b: BoxInfo) => o.all || b.state.running);
+        if (o.quiet) {
+          for (const b of boxes) process.stdout.write(`${b.id}\n`);
+          return 0;
+        }
+        process.stdout.write(
+          render(boxes, o.format, (list) => {
+            const rows = [['ID', 'NAME', 'IMAGE', 'STATUS', 'CREATED']];
+            for (const b of list) rows.push([b.id, b.name ?? '', b.image, b.state.status, ago(b.createdAt)]);
+            return table(rows);
+          }),
+        );
+        return 0;
+      }),
+    );
+
+  program
+    .command('restart')
+    .description('Stop and start boxes (in the background)')
+    .argument('<boxes...>')
+    .action(
+      act(async (ids: string[], _o, cmd: Command) => {
+        const runtime = runtimeFrom(cmd);
+        for (const id of ids) {
+          const box = await findBox(runtime, id);
+          await box.stop();
+          await box.start({ detach: true });
+          process.stdout.write(`${id}\n`);
+        }
+        return 0;
+      }),
+    );
+
+  program
+    .command('inspect')
+    .description('Show everything known about boxes')
+    .addOption(new Option('--format <format>', FORMAT_HELP).default('json'))
+    .argument('<boxes...>')
+    .action(
+      act(async (ids: string[], o, cmd: Command) => {
+        const runtime = runtimeFrom(cmd);
+        const out = [];
+        for (const id of ids) {
+          const box = await findBox(runtime, id);
+          const info = await box.info();
+          const dir = path.join(runtime.home.boxes, box.id);
+          out.push({ ...info, config: box.config.options, imageConfig: box.config.image.config, paths: { dir, consoleLog: path.join(dir, 'logs', 'console.log') } });
+        }
+        process.stdout.write(render(out, o.format, (list) => JSON.stringify(list, null, 2)));
+        return 0;
+      }),
+    );
+
+  program
+    .command('logs')
+    .description("Show a box's guest console log")
+    .option('-f, --follow', 'keep printing new lines until the box stops')
+    .option('-n, --tail <lines>', 'only the last N lines')
+    .argument('<box>')
+    .action(
+      act(async (id: string, o, cmd: Command) => {
+        const runtime = runtimeFrom(cmd);
+        const box = await findBox(runtime, id);
+        const file = path.join(runtime.home.boxes, box.id, 'logs', 'console.log');
+        let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+        if (o.tail !== undefined) {
+          const lines = text.replace(/\n$/, '').split('\n');
+          text = lines.slice(-Math.max(0, Number(o.tail))).join('\n') + (lines.length ? '\n' : '');
+        }
+        process.stdout.write(text);
+        if (!o.follow) return 0;
+        let offset = fs.existsSync(file) ? fs.statSync(file).size : 0;
+        while ((await box.info()).state.running) {
+          await new Promise((r) => setTimeout(r, 250));
+          const size = fs.existsSync(file) ? fs.statSync(file).size : 0;
+          if (size > offset) {
+            const fd = fs.openSync(file, 'r');
+            const buf = Buffer.alloc(size - offset);
+            fs.readSync(fd, buf, 0, buf.length, offset);
+            fs.closeSync(fd);
+            process.stdout.write(buf);
+            offset = size;
+          }
+        }
+        return 0;
+      }),
+    );
+
+  program
+    .command('stats')
+    .description('CPU, memory and command counts of running boxes')
+    .addOption(new Option('--format <format>', FORMAT_HELP).default('table'))
+    .argument('[boxes...]')
+    .action(
+      act(async (ids: string[], o, cmd: Command) => {
+        const runtime = runtimeFrom(cmd);
+        const infos = ids.length ? await Promise.all(ids.map(async (id) => (await findBox(runtime, id)).info())) : await runtime.listInfo();
+        const rows = [];
+        for (const info of infos.filter((i) => i.state.running)) {
+          const m = await (await findBox(runtime, info.id)).metrics();
+          rows.push({ id: info.id, name: info.name ?? '', cpuPercent: m.cpuPercent, memoryBytes: m.memoryBytes, memoryMib: info.memoryMib });
+        }
+        process.stdout.write(
+          render(rows, o.format, (list) => {
+            const t = [['ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT']];
+            for (const r of list) t.push([r.id, r.name, r.cpuPercent === undefined ? '-' : `${r.cpuPercent}%`, `${mib(r.memoryBytes)} / ${r.memoryMib}MiB`]);
+            return table(t);
+          }),
+        );
+        return 0;
+      }),
+    );
+
+  program
+    .command('info')
+    .description('Version, home, accelerator (and why), guest kernel, counts')
+    .addOption(new Option('--format <format>', FORMAT_HELP).default('table'))
+    .action(
+      act(async (o, cmd: Command) => {
+        const info = await runtimeFrom(cmd).systemInfo();
+        process.stdout.write(
+          render([info], o.format, ([i]) =>
+            [
+              `Version:       ${i!.version}`,
+              `Home:          ${i!.home}`,
+              `Accelerator:   ${i!.accelerator} (${i!.acceleratorReason})`,
+              `Guest kernel:  ${i!.guestKernel}`,
+              `Boxes:         ${i!.boxes} (${i!.runningBoxes} running)`,
+              `Images:        ${i!.images}`,
+            ].join('\n'),
+          ),
+        );
+        return 0;
+      }),
+    );
+
+  program
+    .command('completion')
+    .description('Print a shell completion script (bash, zsh or fish)')
+    .addArgument(new Command().createArgument('<shell>', 'bash, zsh or fish').choices(['bash', 'zsh', 'fish']))
+    .action(
+      act(async (shell: string) => {
+        const commands = program.commands.map((c) => c.name()).join(' ');
+        if (shell === 'bash') {
+          process.stdout.write(
+            `# boxlite bash completion: source <(boxlite completion bash)\n` +
+              `_boxlite() {\n  local cur=\${COMP_WORDS[COMP_CWORD]}\n  if [ "$COMP_CWORD" -eq 1 ]; then\n` +
+              `    COMPREPLY=( $(compgen -W "${commands}" -- "$cur") )\n  else\n` +
+              `    COMPREPLY=( $(compgen -W "$(boxlite ls -a -q 2>/dev/null)" -- "$cur") )\n  fi\n}\ncomplete -F _boxlite boxlite\n`,
+          );
+        } else if (shell === 'zsh') {
+          process.stdout.write(
+            `#compdef boxlite\n# boxlite zsh completion: source <(boxlite completion zsh)\n` +
+              `_boxlite() {\n  if (( CURRENT == 2 )); then\n    compadd ${commands}\n  else\n` +
+              `    compadd $(boxlite ls -a -q 2>/dev/null)\n  fi\n}\ncompdef _boxlite boxlite\n`,
+          );
+        } else {
+          process.stdout.write(
+            `# boxlite fish completion: boxlite completion fish | source\n` +
+              `complete -c boxlite -f -n '__fish_use_subcommand' -a '${commands}'\n` +
+              `complete -c boxlite -f -n 'not __fish_use_subcommand' -a '(boxlite ls -a -q 2>/dev/null)'\n`,
+          );
+        }
+        return 0;
+      }),
+    );
+}
