@@ -116,20 +116,11 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     .command('run')
     .description('Create a box, run a command in it, and stop it')
     .usage('[options] (--rootfs PATH | IMAGE) [--] [COMMAND...]')
-    .option('--rootfs <path>', 'local OCI image layout directory to boot')
-    .option('--name <name>', 'name of the box')
     .option('--rm', 'remove the box when the command exits')
     .option('-d, --detach', 'start the box in the background and print its id')
-    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
-    .option('-w, --workdir <dir>', 'working directory inside the box')
-    .option('-u, --user <user>', 'user[:group] to run as')
     .option('-i, --interactive', 'keep stdin open')
-    .option('-t, --tty', 'allocate a pseudo-TTY')
-    .option('--cpus <n>', 'number of vCPUs', intOption('cpus'))
-    .option('--memory <mib>', 'memory in MiB', intOption('memory'))
-    .option('-v, --volume <HOST:GUEST[:ro]>', 'share a host directory into the box (repeatable; ro: read-only)', collect)
-    .addOption(new Option('--network <mode>', 'network mode').choices(['enabled', 'none']).default('enabled'))
-    .option('-p, --publish <[HOST:]GUEST[/tcp|udp]>', 'publish a guest port on host 127.0.0.1 (repeatable; HOST 0 or absent: any free port)', collect)
+    .option('-t, --tty', 'allocate a pseudo-TTY');
+  addBoxOptionFlags(program.commands.at(-1)!)
     .argument('[args...]', 'IMAGE (unless --rootfs) followed by the command')
     .passThroughOptions()
     .action(act(async (args: string[], o, cmd: Command) => {
@@ -137,25 +128,10 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
       const rest = [...args];
       const image = o.rootfs ? undefined : rest.shift();
       if (rest[0] === '--') rest.shift();
-      if (!o.rootfs && !image) throw new ConfigError('an IMAGE or --rootfs PATH is required');
       if (o.detach && rest.length) {
         throw new ConfigError('run --detach starts the box only; run commands in it with `boxlite exec`');
       }
-      const options: BoxOptions = {
-        image,
-        rootfsPath: o.rootfs,
-        cpus: o.cpus,
-        memoryMib: o.memory,
-        env: parseEnv(o.env),
-        workingDir: o.workdir,
-        user: o.user,
-        autoRemove: Boolean(o.rm),
-        detach: Boolean(o.detach),
-        volumes: (o.volume ?? []).map(parseVolumeFlag),
-        network: { outbound: { mode: o.network === 'none' ? 'disabled' : 'enabled' } },
-        ports: (o.publish ?? []).map(parsePublishFlag),
-      };
-      const box = await runtime.create(options, o.name);
+      const box = await runtime.create({ ...boxOptionsFrom(o, image), autoRemove: Boolean(o.rm), detach: Boolean(o.detach) }, o.name);
       if (o.detach) {
         await box.start();
         process.stdout.write(`${box.id}\n`);
@@ -169,6 +145,18 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
       } finally {
         await box.stop();
       }
+    }));
+
+  program
+    .command('create')
+    .description('Create a box without starting it; print its id')
+    .usage('[options] (--rootfs PATH | IMAGE)');
+  addBoxOptionFlags(program.commands.at(-1)!)
+    .argument('[image]', 'IMAGE (unless --rootfs)')
+    .action(act(async (image: string | undefined, o, cmd: Command) => {
+      const box = await runtimeFrom(cmd).create(boxOptionsFrom(o, o.rootfs ? undefined : image), o.name);
+      process.stdout.write(`${box.id}\n`);
+      return 0;
     }));
 
   program
@@ -227,11 +215,14 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
 
   program
     .command('rm')
-    .description('Remove one or more boxes')
+    .description('Remove boxes')
     .option('-f, --force', 'kill running boxes first')
-    .argument('<boxes...>')
+    .option('-a, --all', 'remove every box (running ones need -f)')
+    .argument('[boxes...]')
     .action(act(async (ids: string[], o, cmd: Command) => {
       const runtime = runtimeFrom(cmd);
+      if (o.all) ids = (await runtime.listInfo()).map((b) => b.id);
+      else if (ids.length === 0) throw new ConfigError('rm needs BOX arguments or --all');
       for (const id of ids) {
         await runtime.remove(id, Boolean(o.force));
         process.stdout.write(`${id}\n`);
@@ -242,6 +233,39 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
   registerBoxCommands(program, act, runtimeFrom);
   registerImageCommands(program, act, runtimeFrom);
   return program;
+}
+
+/** The options `run` and `create` share (docker's names). */
+function addBoxOptionFlags(cmd: Command): Command {
+  return cmd
+    .option('--rootfs <path>', 'local OCI image layout directory to boot')
+    .option('--name <name>', 'name of the box')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
+    .option('-w, --workdir <dir>', 'working directory inside the box')
+    .option('-u, --user <user>', 'user[:group] to run as')
+    .option('--cpus <n>', 'number of vCPUs', intOption('cpus'))
+    .option('--memory <mib>', 'memory in MiB', intOption('memory'))
+    .option('--disk-size <gb>', 'root disk size in GB (the file system grows to fill it)', intOption('disk-size'))
+    .option('-v, --volume <HOST:GUEST[:ro]>', 'share a host directory into the box (repeatable; ro: read-only)', collect)
+    .addOption(new Option('--network <mode>', 'network mode').choices(['enabled', 'none']).default('enabled'))
+    .option('-p, --publish <[HOST:]GUEST[/tcp|udp]>', 'publish a guest port on host 127.0.0.1 (repeatable; HOST 0 or absent: any free port)', collect);
+}
+
+function boxOptionsFrom(o: Record<string, any>, image: string | undefined): BoxOptions {
+  if (!o.rootfs && !image) throw new ConfigError('an IMAGE or --rootfs PATH is required');
+  return {
+    image,
+    rootfsPath: o.rootfs,
+    cpus: o.cpus,
+    memoryMib: o.memory,
+    diskSizeGb: o.diskSize,
+    env: parseEnv(o.env),
+    workingDir: o.workdir,
+    user: o.user,
+    volumes: (o.volume ?? []).map(parseVolumeFlag),
+    network: { outbound: { mode: o.network === 'none' ? 'disabled' : 'enabled' } },
+    ports: (o.publish ?? []).map(parsePublishFlag),
+  };
 }
 
 /** Commands whose exit code is the box command's own, so BoxLite's failures need docker's 125/126/127. */

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -128,6 +128,85 @@ describe('recovery and shared homes', () => {
     expect(results.filter((r) => r === 'refused AlreadyExists').length).toBe(3);
     const runtime = new JsBoxlite({ homeDir: inject('home') });
     await runtime.remove('contended');
+  });
+});
+
+describe('detach, many boxes, metrics', () => {
+  it('a detached box outlives its creator and another process reattaches and execs', async () => {
+    const script = `
+      import { JsBoxlite } from ${JSON.stringify(path.join(inject('root'), 'dist', 'index.js'))};
+      const rt = new JsBoxlite({ homeDir: ${JSON.stringify(inject('home'))} });
+      const box = await rt.create({ rootfsPath: ${JSON.stringify(inject('image'))}, detach: true }, 'detached-sdk');
+      const ex = await box.exec('sh', ['-c', 'echo from-creator > /root/mark']);
+      await ex.wait();
+      console.log(box.id);
+      process.exit(0);
+    `;
+    const id = await new Promise<string>((resolve, reject) => {
+      const c = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      c.stdout.on('data', (d) => (out += d));
+      c.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`creator exited ${code}`))));
+    });
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    try {
+      expect((await runtime.getInfo('detached-sdk'))?.state.status).toBe('running');
+      const box = (await runtime.get(id))!;
+      const ex = await box.exec('cat', ['/root/mark']);
+      expect(await (await ex.stdout()).next()).toBe('from-creator\n');
+      expect((await ex.wait()).exitCode).toBe(0);
+    } finally {
+      await runtime.remove(id, true);
+    }
+  });
+
+  it('runs 8 boxes at once, each answering correctly, and counts them in the metrics', async () => {
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    const boxes = await Promise.all(Array.from({ length: 8 }, () => runtime.create({ rootfsPath: inject('image'), memoryMib: 256 })));
+    try {
+      const outputs = await Promise.all(
+        boxes.map(async (box, i) => {
+          const ex = await box.exec('sh', ['-c', `echo box-${i} $(hostname)`]);
+          const line = await (await ex.stdout()).next();
+          await ex.wait();
+          return line;
+        }),
+      );
+      expect(outputs).toEqual(boxes.map((_, i) => `box-${i} boxlite\n`));
+      const rm = await runtime.metrics();
+      expect(rm.boxesCreatedTotal).toBe(8);
+      expect(rm.numRunningBoxes).toBe(8);
+      expect(rm.totalCommandsExecuted).toBe(8);
+      const m = await boxes[0]!.metrics();
+      expect(m.commandsExecutedTotal).toBe(1);
+      expect(m.bytesReceivedTotal).toBeGreaterThan(0);
+      expect(m.memoryBytes).toBeGreaterThan(32 * 1024 * 1024);
+      expect(m.cpuPercent).toBeGreaterThanOrEqual(0);
+      expect(m.guestBootDurationMs).toBeGreaterThan(100);
+      for (const stage of ['stageFilesystemSetupMs', 'stageImagePrepareMs', 'stageGuestRootfsMs', 'stageBoxConfigMs', 'stageBoxSpawnMs', 'stageContainerInitMs'] as const) {
+        expect(m[stage], stage).toBeGreaterThanOrEqual(0);
+      }
+      expect(m.totalCreateDurationMs).toBeGreaterThanOrEqual(m.stageBoxSpawnMs!);
+    } finally {
+      await Promise.all(boxes.map((b) => runtime.remove(b.id, true)));
+    }
+    expect((await runtime.metrics()).numRunningBoxes).toBe(0);
+  });
+
+  it('boxlite create makes a configured box that start boots and rm -a -f removes', async () => {
+    const bin = path.join(inject('root'), 'dist', 'cli', 'main.js');
+    const home = scratchHome();
+    try {
+      const cli = (args: string[]) => execFileSync(process.execPath, [bin, '--home', home, ...args], { encoding: 'utf8' });
+      const id = cli(['create', '--name', 'made', '--rootfs', inject('image'), '--disk-size', '2']).trim();
+      expect(cli(['ls', '-a', '--format', '{{.name}} {{.state.status}}'])).toBe('made configured\n');
+      cli(['start', 'made']);
+      expect(cli(['exec', id, 'sh', '-c', "df -k / | awk 'NR==2{print ($2 > 1800000)}'"])).toBe('1\n');
+      cli(['rm', '-a', '-f']);
+      expect(cli(['ls', '-a', '-q'])).toBe('');
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
   });
 });
 
