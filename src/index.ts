@@ -26,6 +26,7 @@ export {
   ExecOutput,
   type ExecResult as JsExecResult,
 } from './runtime/execution.js';
+export type { CopyOptions } from './runtime/copy.js';
 export type { BoxOptions, BoxOptions as JsBoxOptions, PortSpec, PortSpec as JsPortSpec } from './runtime/options.js';
 export type { RuntimeMetrics, RuntimeMetrics as JsRuntimeMetrics } from './runtime/context.js';
 export type { BoxStatus } from './store/boxes.js';

@@ -182,6 +182,14 @@ void boot_parse_cmdline(struct boot_config *bc)
 	}
 }
 
+int boot_open_tools(void)
+{
+	int fd = open("/lib/boxlite/tools", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		log_warn("no toolbox at /lib/boxlite/tools: %s", strerror(errno));
+	return fd;
+}
+
 int boot_leave_initramfs(void)
 {
 	static const char *const carried[] = { "/proc", "/sys", "/dev" };

@@ -31,6 +31,10 @@ void boot_parse_cmdline(struct boot_config *bc);
 /* Moves / from the initramfs (rootfs, which pivot_root refuses) onto a
  * tmpfs, carrying /proc, /sys and /dev along; then mounts /run. */
 int boot_leave_initramfs(void);
+
+/* The toolbox directory of the initramfs (/lib/boxlite/tools), opened before
+ * boot_leave_initramfs() hides it; -1 when missing. */
+int boot_open_tools(void);
 /* Waits up to wait_ms for dev, then mounts it (ext4) on target and grows the
  * file system online to fill the device (EXT4_IOC_RESIZE_FS). */
 int boot_mount_root(const char *dev, const char *target, unsigned wait_ms);

@@ -272,11 +272,22 @@ static int exec_path(char **argv, char **envp)
 	return seen_eacces ? EACCES : ENOENT;
 }
 
+/* A toolbox name: ^[a-z0-9_-]+$ (no path, no dots). */
+static int valid_tool_name(const char *n)
+{
+	if (!*n || strlen(n) > 64)
+		return 0;
+	for (const char *p = n; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+			return 0;
+	return 1;
+}
+
 struct child_args {
 	const struct exec_spec *s;
 	char **argv, **envp;
 	const char *user, *cwd;
-	int tty;
+	int tty, tool;
 	unsigned pts;
 	int in_fd, out_fd, err_fd; /* child ends (pipes) */
 	int status_fd;
@@ -295,6 +306,17 @@ static void run_child(const struct child_args *a)
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	/* A toolbox program is opened here, before joining the container, so the
+	 * image can neither see nor substitute it; it runs from the fd below. */
+	int tool_fd = -1;
+	if (a->tool) {
+		if (a->s->tools_fd < 0)
+			child_fail(sfd, 127, "tool not found: %s (the agent has no toolbox)", a->argv[0]);
+		tool_fd = openat(a->s->tools_fd, a->argv[0], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (tool_fd < 0)
+			child_fail(sfd, 127, "tool not found: %s", a->argv[0]);
+	}
 
 	if (a->s->ns_fds) {
 		/* The agent is exempt from the OOM killer (-1000); workloads are not.
@@ -354,7 +376,13 @@ static void run_child(const struct child_args *a)
 			child_fail(sfd, 125, "setuid %u: %s", (unsigned)ids.uid, strerror(errno));
 	}
 
-	int e = exec_path(a->argv, a->envp);
+	int e;
+	if (tool_fd >= 0) {
+		syscall(SYS_execveat, tool_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
+		e = errno;
+	} else {
+		e = exec_path(a->argv, a->envp);
+	}
 	if (e == ENOENT || e == ENOTDIR)
 		child_fail(sfd, 127, "command not found: %s", a->argv[0]);
 	if (e == EACCES || e == EPERM || e == EISDIR)
@@ -433,6 +461,7 @@ int exec_spawn(const struct exec_spec *s, struct exec_child *out, struct exec_fa
 {
 	const struct proto_msg *m = s->m;
 	int tty = (m->u.exec.flags & PROTO_EXEC_TTY) != 0;
+	int tool = (m->u.exec.flags & PROTO_EXEC_TOOL) != 0;
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, st[2] = { -1, -1 };
 	int master = -1, master_out = -1;
 	unsigned pts = 0;
@@ -444,6 +473,10 @@ int exec_spawn(const struct exec_spec *s, struct exec_child *out, struct exec_fa
 	char *cwd = dup_bytes(m->u.exec.cwd);
 	if (!argv || !envp || !user || !cwd) {
 		failure(f, 125, "invalid EXEC: strings must not contain NUL bytes");
+		goto out;
+	}
+	if (tool && !valid_tool_name(argv[0])) {
+		failure(f, 127, "invalid tool name: %.100s", argv[0]);
 		goto out;
 	}
 
@@ -477,7 +510,7 @@ int exec_spawn(const struct exec_spec *s, struct exec_child *out, struct exec_fa
 	}
 	if (pid == 0) {
 		struct child_args a = {
-			.s = s, .argv = argv, .envp = envp, .user = user, .cwd = cwd, .tty = tty, .pts = pts,
+			.s = s, .argv = argv, .envp = envp, .user = user, .cwd = cwd, .tty = tty, .tool = tool, .pts = pts,
 			.in_fd = in[0], .out_fd = outp[1], .err_fd = errp[1], .status_fd = st[1],
 		};
 		run_child(&a);

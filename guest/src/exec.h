@@ -14,6 +14,7 @@ struct exec_spec {
 	const char *ptmx;          /* ptmx of the devpts the child will see as /dev/pts */
 	int switch_user;           /* resolve m->user and switch to it */
 	int drop_caps;             /* apply the capability baseline */
+	int tools_fd;              /* directory of the agent's toolbox (EXEC flag TOOL); -1: none */
 };
 
 struct exec_child {

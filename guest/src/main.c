@@ -158,6 +158,7 @@ static void vm_boot(void)
 	boot_load_modules("/lib/boxlite/modules");
 	boot_parse_cmdline(&bc);
 	log_set_debug(bc.debug);
+	senv.tools_fd = boot_open_tools();
 	if (boot_leave_initramfs() < 0)
 		log_err("staying on the initramfs root; the container will not start");
 
@@ -220,6 +221,7 @@ static void host_setup(const char *socket_path, pid_t parent)
 		exit(0);
 	link_use_socket(socket_path);
 	senv.ptmx = "/dev/ptmx";
+	senv.tools_fd = open("/lib/boxlite/tools", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	senv.switch_user = geteuid() == 0;
 	senv.drop_caps = geteuid() == 0;
 	log_info("host mode, version %s, socket %s", AGENT_VERSION, socket_path);

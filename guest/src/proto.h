@@ -29,6 +29,7 @@
 
 /* EXEC flags. */
 #define PROTO_EXEC_TTY 0x1u
+#define PROTO_EXEC_TOOL 0x2u /* argv[0] names a program of the agent's toolbox */
 
 enum proto_type {
 	PROTO_HELLO = 0x01,

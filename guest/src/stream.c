@@ -347,7 +347,7 @@ static void on_exec(const struct proto_msg *m)
 	}
 	struct exec_spec spec = {
 		.m = m, .ns_fds = env.ns_fds, .ptmx = env.ptmx,
-		.switch_user = env.switch_user, .drop_caps = env.drop_caps,
+		.switch_user = env.switch_user, .drop_caps = env.drop_caps, .tools_fd = env.tools_fd,
 	};
 	struct exec_child child;
 	struct exec_failure f;

@@ -18,6 +18,7 @@ struct stream_env {
 	const char *ptmx;        /* ptmx for TTY executions */
 	int switch_user;         /* honour EXEC user */
 	int drop_caps;           /* capability baseline */
+	int tools_fd;            /* toolbox directory (EXEC flag TOOL); -1: none */
 	const char *unavailable; /* non-NULL: why executions cannot start */
 };
 

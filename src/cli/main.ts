@@ -16,6 +16,7 @@ import {
 import { attach } from './attach.js';
 import { parsePublishFlag } from './ports.js';
 import { registerBoxCommands } from './boxes.js';
+import { registerCpCommand } from './cp.js';
 import { registerImageCommands } from './images.js';
 
 const VERSION = '0.1.0';
@@ -231,6 +232,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     }));
 
   registerBoxCommands(program, act, runtimeFrom);
+  registerCpCommand(program, act, runtimeFrom);
   registerImageCommands(program, act, runtimeFrom);
   return program;
 }

@@ -270,7 +270,7 @@ function decodePayload(name: MessageName, stream: number, payload: Buffer): Mess
       const cwd = r.str();
       const argv = r.strlist();
       const env = r.strlist();
-      if ((flags & ~1) !== 0) throw new ProtocolDecodeError('bad_payload', 'unknown EXEC flags');
+      if ((flags & ~3) !== 0) throw new ProtocolDecodeError('bad_payload', 'unknown EXEC flags');
       if (argv.length === 0) throw new ProtocolDecodeError('bad_payload', 'EXEC needs argv[0]');
       m = { type: name, stream, flags, rows, cols, timeoutMs, user, cwd, argv, env };
       break;

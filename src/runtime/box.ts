@@ -11,6 +11,7 @@ import type { RuntimeContext } from './context.js';
 import { cachedHostTscKhz } from '../vmm/accel.js';
 import type { BoxImage } from './image.js';
 import { defaultCommand, execEnvironment } from './image.js';
+import { copyIn, copyOut, type CopyOptions } from './copy.js';
 
 export type BoxRecordT = BoxRecord<NormalizedBoxOptions, BoxImage>;
 
@@ -290,6 +291,42 @@ export class Box {
   ): Promise<Execution> {
     const opts: ExecOptions = { env, tty, user, timeoutSecs, workingDir };
     validateExec(command, args, opts);
+    return this.spawn(command, args, env, tty, user, timeoutSecs, workingDir, false);
+  }
+
+  /**
+   * @internal Runs a program of the agent's toolbox (EXEC flag TOOL, docs/protocol.md) as the
+   * box's user: the agent opens it before joining the container, so the image cannot replace it.
+   */
+  execTool(tool: string, args: string[], workingDir = '/'): Promise<Execution> {
+    return this.spawn(tool, args, null, false, null, null, workingDir, true);
+  }
+
+  /** @internal The user executions run as by default: box option, image User, else root. */
+  defaultUser(): string {
+    return this.record.options.user ?? this.record.image.config.User ?? '';
+  }
+
+  /** Copies a host file or directory into the box (docker cp semantics). */
+  async copyIn(hostPath: string, guestDest: string, options?: CopyOptions): Promise<void> {
+    await copyIn(this, hostPath, guestDest, options);
+  }
+
+  /** Copies a file or directory out of the box (docker cp semantics); never follows a symlink on the host. */
+  async copyOut(guestSrc: string, hostDest: string, options?: CopyOptions): Promise<void> {
+    await copyOut(this, guestSrc, hostDest, options);
+  }
+
+  private async spawn(
+    command: string,
+    args: string[] | null | undefined,
+    env: Array<[string, string]> | null | undefined,
+    tty: boolean | null | undefined,
+    user: string | null | undefined,
+    timeoutSecs: number | null | undefined,
+    workingDir: string | null | undefined,
+    tool: boolean,
+  ): Promise<Execution> {
     // A configured box boots on its first exec; one that was stopped stays stopped until start().
     if (!this.client || this.client.isClosed) {
       const { state } = this.ctx.store.status(this.id);
@@ -313,7 +350,7 @@ export class Box {
       };
       const channel = client.openExec(
         {
-          flags: tty ? 1 : 0,
+          flags: (tty ? 1 : 0) | (tool ? 2 : 0),
           rows: 24,
           cols: 80,
           timeoutMs: timeoutSecs ? Math.ceil(timeoutSecs * 1000) : 0,

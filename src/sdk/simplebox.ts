@@ -1,6 +1,7 @@
 import { InvalidStateError } from '../errors/index.js';
 import type { Box, BoxInfo, BoxMetrics } from '../runtime/box.js';
 import type { BoxOptions } from '../runtime/options.js';
+import type { CopyOptions } from '../runtime/copy.js';
 import { JsBoxlite } from '../runtime/runtime.js';
 
 /** Result of SimpleBox.exec: the whole output, collected. */
@@ -165,6 +166,16 @@ export class SimpleBox {
   }
 
   /** Stops the box (and removes it when autoRemove, the default). Nothing to do if it was never created. */
+  /** Copies a host file or directory into the box (creates the box on first use). */
+  async copyIn(hostPath: string, guestDest: string, options?: CopyOptions): Promise<void> {
+    await (await this._ensureBox()).copyIn(hostPath, guestDest, options);
+  }
+
+  /** Copies a file or directory out of the box (creates the box on first use). */
+  async copyOut(guestSrc: string, hostDest: string, options?: CopyOptions): Promise<void> {
+    await (await this._ensureBox()).copyOut(guestSrc, hostDest, options);
+  }
+
   async stop(): Promise<void> {
     if (!this._box) return;
     await this._box.stop();

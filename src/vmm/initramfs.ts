@@ -7,10 +7,13 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 
 /** Bump when the layout or the writer changes: it is part of the content hash. */
-export const INITRAMFS_FORMAT_VERSION = 1;
+export const INITRAMFS_FORMAT_VERSION = 2;
+
+/** Debian's static busybox (package busybox-static), the agent's toolbox for copies. */
+export const DEFAULT_BUSYBOX = '/bin/busybox';
 
 /** Directories the agent mounts on or writes to, created empty. */
-export const INITRAMFS_DIRS = ['dev', 'lib', 'lib/boxlite', 'lib/boxlite/modules', 'mnt', 'mnt/root', 'proc', 'run', 'sys', 'tmp'];
+export const INITRAMFS_DIRS = ['dev', 'lib', 'lib/boxlite', 'lib/boxlite/modules', 'lib/boxlite/tools', 'mnt', 'mnt/root', 'proc', 'run', 'sys', 'tmp'];
 
 export interface CpioEntry {
   /** Path without a leading slash. */
@@ -68,6 +71,20 @@ export interface BuildInitramfsOptions {
   kernelDir: string;
   /** Where initramfs-<hash>.cpio is written. */
   outDir: string;
+  /**
+   * Static busybox copied to /lib/boxlite/tools/busybox (EXEC flag TOOL runs it; copyIn/copyOut
+   * use its tar). Default $BOXLITE_BUSYBOX or /bin/busybox; when missing the toolbox stays empty.
+   */
+  busyboxBinary?: string;
+}
+
+async function readOptional(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 async function listModules(kernelDir: string): Promise<string[]> {
@@ -85,8 +102,9 @@ async function listModules(kernelDir: string): Promise<string[]> {
  * file and an unchanged one is reused. Written to a temp file and renamed: concurrent builders
  * and crashes never leave a truncated archive under the final name.
  */
-export async function buildInitramfs({ agentBinary, kernelDir, outDir }: BuildInitramfsOptions): Promise<string> {
+export async function buildInitramfs({ agentBinary, kernelDir, outDir, busyboxBinary }: BuildInitramfsOptions): Promise<string> {
   const agent = await readFile(agentBinary);
+  const busybox = await readOptional(busyboxBinary ?? process.env.BOXLITE_BUSYBOX ?? DEFAULT_BUSYBOX);
   const moduleNames = await listModules(kernelDir);
   const modules = await Promise.all(moduleNames.map((n) => readFile(join(kernelDir, 'modules', n))));
 
@@ -97,6 +115,7 @@ export async function buildInitramfs({ agentBinary, kernelDir, outDir }: BuildIn
     hash.update(data);
   };
   feed('init', agent);
+  if (busybox) feed('tools/busybox', busybox);
   moduleNames.forEach((n, i) => feed(`modules/${n}`, modules[i]!));
   const digest = hash.digest('hex').slice(0, 16);
 
@@ -113,6 +132,7 @@ export async function buildInitramfs({ agentBinary, kernelDir, outDir }: BuildIn
   // can mount devtmpfs); without the node the agent starts with no fds 0-2.
   entries.push({ path: 'dev/console', type: 'chardev', perm: 0o600, rdevMajor: 5, rdevMinor: 1 });
   entries.push({ path: 'init', type: 'file', perm: 0o755, data: agent });
+  if (busybox) entries.push({ path: 'lib/boxlite/tools/busybox', type: 'file', perm: 0o755, data: busybox });
   moduleNames.forEach((n, i) => entries.push({ path: `lib/boxlite/modules/${n}`, type: 'file', perm: 0o644, data: modules[i]! }));
 
   await mkdir(outDir, { recursive: true });

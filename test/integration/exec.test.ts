@@ -3,30 +3,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConfigError, ExecutionError, JsBoxlite, type Box, type JsExecution } from '../../dist/index.js';
+import { ConfigError, ExecutionError, JsBoxlite, type Box } from '../../dist/index.js';
+import { readAll, run as runIn } from './helpers.js';
 
 // One VM for the whole file: booting under TCG costs seconds, and these tests
 // exercise behaviour inside a running box, not its boot.
 let runtime: JsBoxlite;
 let box: Box;
 
-async function run(cmd: string, args: string[] = [], opts: { env?: Array<[string, string]>; user?: string; cwd?: string; tty?: boolean } = {}) {
-  const ex = await box.exec(cmd, args, opts.env ?? null, opts.tty ?? false, opts.user ?? null, null, opts.cwd ?? null);
-  const [stdout, stderr] = await Promise.all([readAll(ex, 'stdout'), readAll(ex, 'stderr')]);
-  const { exitCode, errorMessage } = await ex.wait();
-  return { exitCode, errorMessage, stdout: stdout.toString('utf8'), stderr: stderr.toString('utf8') };
-}
-
-async function readAll(ex: JsExecution, which: 'stdout' | 'stderr'): Promise<Buffer> {
-  const stream = which === 'stdout' ? await ex.stdout() : await ex.stderr();
-  const parts: Buffer[] = [];
-  for (;;) {
-    const chunk = await stream.nextBuffer();
-    if (chunk === null) return Buffer.concat(parts);
-    parts.push(chunk);
-  }
-}
-
+const run = (cmd: string, args: string[] = [], opts: Parameters<typeof runIn>[3] = {}) => runIn(box, cmd, args, opts);
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 beforeAll(async () => {

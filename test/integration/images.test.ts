@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ImageError, InvalidStateError, JsBoxlite, NetworkError, SimpleBox, type PullProgress } from '../../dist/index.js';
-import { startRegistry, type TestRegistry } from '../fixtures/registry.js';
+import { startRegistry, type Registry as TestRegistry } from '../fixtures/registry.js';
+import { scratchHome } from './helpers.js';
 
 // Real registries (Debian's docker-registry, distribution 2.8) on 127.0.0.1, fed with
 // images this suite builds from Debian packages and pushes with skopeo.
@@ -17,13 +18,6 @@ function makeLayout(variant: string): string {
   const dir = path.join(layouts, variant);
   execFileSync(process.execPath, [path.join(root, 'scripts', 'make-test-image.mjs'), dir, '--variant', variant], { stdio: 'ignore' });
   return dir;
-}
-
-function freshHome(): string {
-  const h = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-img-'));
-  fs.mkdirSync(path.join(h, 'init'));
-  fs.symlinkSync(fs.realpathSync(path.join(inject('home'), 'init', 'kernel')), path.join(h, 'init', 'kernel'));
-  return h;
 }
 
 async function manifestDigest(reg: TestRegistry, repo: string, tag: string): Promise<string> {
@@ -57,7 +51,7 @@ beforeAll(async () => {
   await plain.push(makeLayout('multiarch'), 'multi:latest', { all: true });
   // Built by scripts/setup.sh from Debian's python3.11 packages (slow to rebuild here).
   await plain.push(path.join(layouts, 'python'), 'python:3.11');
-  home = freshHome();
+  home = scratchHome('boxlite-img-');
 });
 
 afterAll(async () => {
@@ -140,7 +134,7 @@ describe('pull from a real registry', () => {
   });
 
   it('lets two processes pull the same image at once without corrupting the store', async () => {
-    const h = freshHome();
+    const h = scratchHome('boxlite-img-');
     try {
       const script = `
         import { JsBoxlite } from ${JSON.stringify(path.join(root, 'dist', 'index.js'))};
@@ -171,7 +165,7 @@ describe('authentication and TLS', () => {
     const secured = await startRegistry({ htpasswd: { user: 'alice', password: 's3cret' } });
     try {
       await secured.push(path.join(layouts, 'busybox'), 'private:latest');
-      const h = freshHome();
+      const h = scratchHome('boxlite-img-');
       const anon = new JsBoxlite({ homeDir: h, imageRegistries: [{ host: secured.host, transport: 'http' }] });
       const err = await anon.images.pull(`${secured.host}/private:latest`).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ImageError);
@@ -193,7 +187,7 @@ describe('authentication and TLS', () => {
     const tls = await startRegistry({ tls: true });
     try {
       await tls.push(path.join(layouts, 'busybox'), 'secure:latest');
-      const h = freshHome();
+      const h = scratchHome('boxlite-img-');
       const strict = new JsBoxlite({ homeDir: h, imageRegistries: [{ host: tls.host }] });
       const err = await strict.images.pull(`${tls.host}/secure:latest`).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(NetworkError);
@@ -215,7 +209,7 @@ describe('authentication and TLS', () => {
 
 describe('boxlite pull, images, rmi, image prune, image load', () => {
   it('manages images from the CLI', async () => {
-    const h = freshHome();
+    const h = scratchHome('boxlite-img-');
     try {
       const reg = ['--registry', `http://${plain.host}`];
       const pulled = cli([...reg, 'pull', `${plain.host}/busybox:latest`], h);

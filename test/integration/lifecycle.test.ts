@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { ConfigError, EngineError, InvalidStateError, JsBoxlite, PortalError, SimpleBox } from '../../dist/index.js';
+import { scratchHome } from './helpers.js';
 
 function alive(pid: number): boolean {
   try {
@@ -21,14 +22,6 @@ async function waitGone(pids: number[], ms: number): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 100));
   }
   return false;
-}
-
-/** A separate home that shares the downloaded kernel, for tests that break things on purpose. */
-function scratchHome(): string {
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-lc-'));
-  fs.mkdirSync(path.join(home, 'init'));
-  fs.symlinkSync(fs.realpathSync(path.join(inject('home'), 'init', 'kernel')), path.join(home, 'init', 'kernel'));
-  return home;
 }
 
 describe('SimpleBox', () => {

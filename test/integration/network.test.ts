@@ -5,29 +5,13 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConfigError, JsBoxlite, NetworkError, type Box, type JsExecution } from '../../dist/index.js';
+import { ConfigError, JsBoxlite, NetworkError, type Box } from '../../dist/index.js';
+import { run } from './helpers.js';
 
 // Networking through QEMU's slirp: outbound + host.boxlite.internal, published TCP and UDP
 // ports, host port 0, busy ports, and a box without a NIC. The only network here is loopback.
 
 let runtime: JsBoxlite;
-
-async function run(box: Box, cmd: string, args: string[] = []) {
-  const ex = await box.exec(cmd, args);
-  const [stdout, stderr] = await Promise.all([readAll(ex, 'stdout'), readAll(ex, 'stderr')]);
-  const { exitCode } = await ex.wait();
-  return { exitCode, stdout, stderr };
-}
-
-async function readAll(ex: JsExecution, which: 'stdout' | 'stderr'): Promise<string> {
-  const stream = which === 'stdout' ? await ex.stdout() : await ex.stderr();
-  const parts: Buffer[] = [];
-  for (;;) {
-    const chunk = await stream.nextBuffer();
-    if (chunk === null) return Buffer.concat(parts).toString('utf8');
-    parts.push(chunk);
-  }
-}
 
 /** A port that was free a moment ago on 127.0.0.1. */
 function freePort(): Promise<number> {

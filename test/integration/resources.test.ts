@@ -1,27 +1,13 @@
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { JsBoxlite, type Box, type JsExecution } from '../../dist/index.js';
+import { JsBoxlite, type Box } from '../../dist/index.js';
+import { run } from './helpers.js';
 
 // diskSizeGb (the guest grows its ext4 online to fill the disk) and memory pressure (the
 // OOM killer takes the workload, never the agent or the container init).
 let runtime: JsBoxlite;
 let box: Box | undefined;
 
-async function readAll(ex: JsExecution, which: 'stdout' | 'stderr'): Promise<string> {
-  const stream = which === 'stdout' ? await ex.stdout() : await ex.stderr();
-  const parts: Buffer[] = [];
-  for (;;) {
-    const chunk = await stream.nextBuffer();
-    if (chunk === null) return Buffer.concat(parts).toString('utf8');
-    parts.push(chunk);
-  }
-}
-
-async function sh(b: Box, script: string) {
-  const ex = await b.exec('sh', ['-c', script]);
-  const [stdout, stderr] = await Promise.all([readAll(ex, 'stdout'), readAll(ex, 'stderr')]);
-  const { exitCode } = await ex.wait();
-  return { exitCode, stdout, stderr };
-}
+const sh = (b: Box, script: string) => run(b, 'sh', ['-c', script]);
 
 afterEach(async () => {
   if (box) await runtime.remove(box.id, true);

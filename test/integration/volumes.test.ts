@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConfigError, JsBoxlite, type Box, type JsExecution } from '../../dist/index.js';
+import { ConfigError, JsBoxlite, type Box } from '../../dist/index.js';
+import { run } from './helpers.js';
 
 // Host directories shared into a box over virtio-9p (one VM for the file).
 let runtime: JsBoxlite;
@@ -11,22 +12,7 @@ let box: Box;
 let rwDir: string;
 let roDir: string;
 
-async function readAll(ex: JsExecution, which: 'stdout' | 'stderr'): Promise<string> {
-  const stream = which === 'stdout' ? await ex.stdout() : await ex.stderr();
-  const parts: Buffer[] = [];
-  for (;;) {
-    const chunk = await stream.nextBuffer();
-    if (chunk === null) return Buffer.concat(parts).toString('utf8');
-    parts.push(chunk);
-  }
-}
-
-async function sh(script: string, user?: string) {
-  const ex = await box.exec('sh', ['-c', script], null, false, user ?? null);
-  const [stdout, stderr] = await Promise.all([readAll(ex, 'stdout'), readAll(ex, 'stderr')]);
-  const { exitCode } = await ex.wait();
-  return { exitCode, stdout, stderr };
-}
+const sh = (script: string, user?: string) => run(box, 'sh', ['-c', script], { user });
 
 beforeAll(async () => {
   rwDir = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-vol-rw-'));

@@ -1,0 +1,44 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { inject } from 'vitest';
+import type { Box, JsExecution } from '../../dist/index.js';
+
+/** All of one output stream of an execution, as bytes. */
+export async function readAll(ex: JsExecution, which: 'stdout' | 'stderr'): Promise<Buffer> {
+  const stream = which === 'stdout' ? await ex.stdout() : await ex.stderr();
+  const parts: Buffer[] = [];
+  for (;;) {
+    const chunk = await stream.nextBuffer();
+    if (chunk === null) return Buffer.concat(parts);
+    parts.push(chunk);
+  }
+}
+
+export interface RunResult {
+  exitCode: number;
+  errorMessage?: string;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion and collects both streams as text. */
+export async function run(
+  box: Box,
+  cmd: string,
+  args: string[] = [],
+  opts: { env?: Array<[string, string]>; user?: string; cwd?: string; tty?: boolean } = {},
+): Promise<RunResult> {
+  const ex = await box.exec(cmd, args, opts.env ?? null, opts.tty ?? false, opts.user ?? null, null, opts.cwd ?? null);
+  const [stdout, stderr] = await Promise.all([readAll(ex, 'stdout'), readAll(ex, 'stderr')]);
+  const { exitCode, errorMessage } = await ex.wait();
+  return { exitCode, errorMessage, stdout: stdout.toString('utf8'), stderr: stderr.toString('utf8') };
+}
+
+/** A fresh BOXLITE_HOME that shares only the suite's downloaded kernel. */
+export function scratchHome(prefix = 'boxlite-scratch-'): string {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.mkdirSync(path.join(home, 'init'));
+  fs.symlinkSync(fs.realpathSync(path.join(inject('home'), 'init', 'kernel')), path.join(home, 'init', 'kernel'));
+  return home;
+}
