@@ -1,26 +1,5 @@
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real `boxlite` bin as a user would, against the suite's home. */
-function boxlite(args: string[], input?: string): Promise<CliResult> {
-  const bin = path.join(inject('root'), 'dist', 'cli', 'main.js');
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, '--home', inject('home'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
+import { boxlite } from './helpers.js';
 
 describe('boxlite run', () => {
   it('runs a command in a fresh VM and passes its output and exit code through', async () => {

@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ConfigError, ExecutionError, JsBoxlite, type Box } from '../../dist/index.js';
-import { readAll, run } from './helpers.js';
+import { boxlite, readAll, run } from './helpers.js';
 
 // One VM for the SDK tests (plus one running as user 1000, and one detached box for the CLI).
 let runtime: JsBoxlite;
@@ -14,18 +13,6 @@ let userBox: Box;
 let tmp: string;
 
 const sh = (b: Box, script: string) => run(b, 'sh', ['-c', script]);
-
-function boxlite(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const bin = path.join(inject('root'), 'dist', 'cli', 'main.js');
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, '--home', inject('home'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 

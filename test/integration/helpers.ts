@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,4 +42,24 @@ export function scratchHome(prefix = 'boxlite-scratch-'): string {
   fs.mkdirSync(path.join(home, 'init'));
   fs.symlinkSync(fs.realpathSync(path.join(inject('home'), 'init', 'kernel')), path.join(home, 'init', 'kernel'));
   return home;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `boxlite` bin as a user would, against the suite's home (or `home`). */
+export function boxlite(args: string[], input?: string, home = inject('home')): Promise<CliResult> {
+  const bin = path.join(inject('root'), 'dist', 'cli', 'main.js');
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, '--home', home, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
 }

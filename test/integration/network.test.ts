@@ -7,23 +7,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ConfigError, JsBoxlite, NetworkError, type Box } from '../../dist/index.js';
 import { run } from './helpers.js';
+import { freePort } from '../fixtures/net.js';
 
 // Networking through QEMU's slirp: outbound + host.boxlite.internal, published TCP and UDP
 // ports, host port 0, busy ports, and a box without a NIC. The only network here is loopback.
 
 let runtime: JsBoxlite;
-
-/** A port that was free a moment ago on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Connects to 127.0.0.1:port and reads until the peer closes. */
 function tcpRead(port: number): Promise<string> {
