@@ -52,6 +52,11 @@ export {
   NotFoundError,
   AlreadyExistsError,
   InvalidStateError,
+  InvalidArgumentError,
+  UnsupportedError,
+  StoppedError,
+  ResourceExhaustedError,
+  SessionReapedError,
   ERROR_TABLE,
   type ErrorCode,
 } from './errors/index.js';

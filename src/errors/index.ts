@@ -17,33 +17,45 @@ export type ErrorCode =
   | 'AlreadyExists'
   | 'InvalidState'
   | 'Timeout'
-  | 'Parse';
+  | 'Parse'
+  | 'InvalidArgument'
+  | 'Unsupported'
+  | 'Stopped'
+  | 'ResourceExhausted'
+  | 'SessionReaped';
 
 export interface ErrorTableRow {
   /** Message prefix, as in the spec (`configuration error: …`). */
   prefix: string;
   /** Exit code of `boxlite run` / `boxlite exec` when this error ends them. */
   cliExit: number;
-  /** HTTP status the REST server answers with. */
+  /** HTTP status the REST server answers with (the reference's table, rest-contract §1.4). */
   httpStatus: number;
+  /** `error.code` of the REST envelope (rest-contract §1.4). */
+  httpCode: string;
   meaning: string;
 }
 
 export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorTableRow>> = {
-  UnsupportedEngine: { prefix: 'unsupported engine kind', cliExit: 125, httpStatus: 501, meaning: 'platform or hypervisor not supported' },
-  Engine: { prefix: 'engine reported an error: ', cliExit: 125, httpStatus: 500, meaning: 'QEMU, the accelerator or guest assets failed' },
-  Config: { prefix: 'configuration error: ', cliExit: 125, httpStatus: 400, meaning: 'invalid option; raised before anything starts' },
-  Storage: { prefix: 'storage error: ', cliExit: 125, httpStatus: 507, meaning: 'filesystem, disk image or qcow2 operation failed' },
-  Image: { prefix: 'images error: ', cliExit: 125, httpStatus: 502, meaning: 'image pull, parse or extraction failed' },
-  Portal: { prefix: 'portal error: ', cliExit: 125, httpStatus: 502, meaning: 'host ⇄ guest agent communication failed' },
-  Network: { prefix: 'network error: ', cliExit: 125, httpStatus: 500, meaning: 'network set-up failed (e.g. port in use)' },
-  Execution: { prefix: 'Execution error: ', cliExit: 126, httpStatus: 500, meaning: 'a command could not be run (127 when not found)' },
-  Internal: { prefix: 'internal error: ', cliExit: 125, httpStatus: 500, meaning: 'bug or unexpected state' },
-  NotFound: { prefix: 'not found: ', cliExit: 125, httpStatus: 404, meaning: 'box or resource does not exist (box: `box not found: <id>`)' },
-  AlreadyExists: { prefix: 'already exists: ', cliExit: 125, httpStatus: 409, meaning: 'duplicate box name or resource' },
-  InvalidState: { prefix: 'invalid state: ', cliExit: 125, httpStatus: 409, meaning: 'box is in the wrong state for the operation' },
-  Timeout: { prefix: 'timeout: ', cliExit: 125, httpStatus: 504, meaning: 'an operation exceeded its time limit' },
-  Parse: { prefix: 'parse error: ', cliExit: 125, httpStatus: 500, meaning: 'command output could not be parsed' },
+  UnsupportedEngine: { prefix: 'unsupported engine kind', cliExit: 125, httpStatus: 400, httpCode: 'unsupported', meaning: 'platform or hypervisor not supported, or QEMU missing' },
+  Engine: { prefix: 'engine reported an error: ', cliExit: 125, httpStatus: 503, httpCode: 'engine_unavailable', meaning: 'QEMU, the accelerator or guest assets failed' },
+  Config: { prefix: 'configuration error: ', cliExit: 125, httpStatus: 400, httpCode: 'invalid_argument', meaning: 'invalid option; raised before anything starts' },
+  Storage: { prefix: 'storage error: ', cliExit: 125, httpStatus: 500, httpCode: 'storage_error', meaning: 'filesystem, database, disk image or qcow2 operation failed' },
+  Image: { prefix: 'images error: ', cliExit: 125, httpStatus: 422, httpCode: 'image_pull_failed', meaning: 'image pull, parse or extraction failed' },
+  Portal: { prefix: 'portal error: ', cliExit: 125, httpStatus: 503, httpCode: 'upstream_unavailable', meaning: 'host ⇄ guest agent communication failed' },
+  Network: { prefix: 'network error: ', cliExit: 125, httpStatus: 503, httpCode: 'network_unavailable', meaning: 'network set-up failed (e.g. port in use)' },
+  Execution: { prefix: 'Execution error: ', cliExit: 126, httpStatus: 422, httpCode: 'execution_failed', meaning: 'a command could not be run (127 when not found)' },
+  Internal: { prefix: 'internal error: ', cliExit: 125, httpStatus: 500, httpCode: 'internal', meaning: 'bug or unexpected state' },
+  NotFound: { prefix: 'not found: ', cliExit: 125, httpStatus: 404, httpCode: 'not_found', meaning: 'box or resource does not exist (box: `box not found: <id>`)' },
+  AlreadyExists: { prefix: 'already exists: ', cliExit: 125, httpStatus: 409, httpCode: 'already_exists', meaning: 'duplicate box name or resource' },
+  InvalidState: { prefix: 'invalid state: ', cliExit: 125, httpStatus: 409, httpCode: 'invalid_state', meaning: 'box is in the wrong state for the operation' },
+  Timeout: { prefix: 'timeout: ', cliExit: 125, httpStatus: 504, httpCode: 'timeout', meaning: 'an operation exceeded its time limit' },
+  Parse: { prefix: 'parse error: ', cliExit: 125, httpStatus: 500, httpCode: 'internal', meaning: 'command output could not be parsed' },
+  InvalidArgument: { prefix: 'invalid argument: ', cliExit: 125, httpStatus: 400, httpCode: 'invalid_argument', meaning: 'an argument of a call is malformed' },
+  Unsupported: { prefix: 'unsupported: ', cliExit: 125, httpStatus: 400, httpCode: 'unsupported', meaning: 'operation not supported by this runtime, backend or agent (yet)' },
+  Stopped: { prefix: 'stopped: ', cliExit: 125, httpStatus: 409, httpCode: 'stopped', meaning: 'the handle was invalidated by stop(); get a new one with runtime.get()' },
+  ResourceExhausted: { prefix: 'resource exhausted: ', cliExit: 125, httpStatus: 429, httpCode: 'resource_exhausted', meaning: 'a limit was reached (memory, buffers, quotas)' },
+  SessionReaped: { prefix: 'session reaped: ', cliExit: 125, httpStatus: 410, httpCode: 'session_reaped', meaning: 'a remote session or execution was reaped by the server' },
 };
 
 export interface BoxliteErrorOptions {
@@ -105,6 +117,11 @@ export class ExecutionError extends BoxliteError {
 export const InternalError = variant('Internal', 'InternalError');
 export const AlreadyExistsError = variant('AlreadyExists', 'AlreadyExistsError');
 export const InvalidStateError = variant('InvalidState', 'InvalidStateError');
+export const InvalidArgumentError = variant('InvalidArgument', 'InvalidArgumentError');
+export const UnsupportedError = variant('Unsupported', 'UnsupportedError');
+export const StoppedError = variant('Stopped', 'StoppedError');
+export const ResourceExhaustedError = variant('ResourceExhausted', 'ResourceExhaustedError');
+export const SessionReapedError = variant('SessionReaped', 'SessionReapedError');
 export type UnsupportedEngineError = InstanceType<typeof UnsupportedEngineError>;
 export type EngineError = InstanceType<typeof EngineError>;
 export type ConfigError = InstanceType<typeof ConfigError>;
@@ -115,6 +132,11 @@ export type NetworkError = InstanceType<typeof NetworkError>;
 export type InternalError = InstanceType<typeof InternalError>;
 export type AlreadyExistsError = InstanceType<typeof AlreadyExistsError>;
 export type InvalidStateError = InstanceType<typeof InvalidStateError>;
+export type InvalidArgumentError = InstanceType<typeof InvalidArgumentError>;
+export type UnsupportedError = InstanceType<typeof UnsupportedError>;
+export type StoppedError = InstanceType<typeof StoppedError>;
+export type ResourceExhaustedError = InstanceType<typeof ResourceExhaustedError>;
+export type SessionReapedError = InstanceType<typeof SessionReapedError>;
 
 export class NotFoundError extends BoxliteError {
   /** `new NotFoundError('box', id)` → "box not found: <id>". */
@@ -172,6 +194,11 @@ const CLASS_BY_CODE: Record<ErrorCode, new (message: string, options?: BoxliteEr
   InvalidState: InvalidStateError,
   Timeout: TimeoutError,
   Parse: ParseError,
+  InvalidArgument: InvalidArgumentError,
+  Unsupported: UnsupportedError,
+  Stopped: StoppedError,
+  ResourceExhausted: ResourceExhaustedError,
+  SessionReaped: SessionReapedError,
 };
 
 export function isErrorCode(code: unknown): code is ErrorCode {
