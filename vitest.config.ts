@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Test tiers (docs/architecture.md#tests): unit and protocol need no VM;
+// Test tiers (docs/architecture.md#tests): unit, protocol and host need no VM;
 // integration boots real VMs (TCG here) and runs files one at a time so two
 // cores are not oversubscribed by parallel boots across files.
 export default defineConfig({
@@ -8,6 +8,7 @@ export default defineConfig({
     projects: [
       { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
       { test: { name: 'protocol', include: ['test/protocol/**/*.test.ts'] } },
+      { test: { name: 'host', include: ['test/host/**/*.test.ts'], testTimeout: 30_000, hookTimeout: 30_000 } },
       {
         test: {
           name: 'integration',
@@ -16,6 +17,7 @@ export default defineConfig({
           hookTimeout: 240_000,
           fileParallelism: false,
           globalSetup: ['test/integration/global-setup.ts'],
+          setupFiles: ['test/integration/setup.ts'],
         },
       },
     ],

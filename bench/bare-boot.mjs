@@ -7,14 +7,14 @@
 // CLI: node bench/bare-boot.mjs [--runs N] [--parallel P] [--kernel PATH] [--initrd PATH]
 //      [--root-disk PATH]  attach an ext4 image (raw or .qcow2, opened snapshot=on) as the
 //                          agent's root disk, for agents that wait for /dev/vda
-//      defaults: ${BOXLITE_HOME:-~/.boxlite}/init/kernel/{vmlinux|vmlinuz} and the newest
-//      ${BOXLITE_HOME}/init/initramfs-*.cpio
+//      defaults: the kernel and initramfs of the guest runtime, $BOXLITE_RUNTIME_DIR or
+//      runtime/<platform>/ (scripts/build-runtime.mjs)
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, readdirSync, statSync, existsSync, accessSync, constants } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync, accessSync, constants } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir, homedir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 function accel() {
   const forced = process.env.BOXLITE_ACCEL;
@@ -98,15 +98,13 @@ export async function bareBoot({ kernelPath, initrdPath, rootDiskPath = null, ti
 function safeRead(p) { try { return readFileSync(p, 'utf8').slice(-2000); } catch { return ''; } }
 
 function defaults() {
-  const home = process.env.BOXLITE_HOME || join(homedir(), '.boxlite');
-  const kdir = join(home, 'init', 'kernel');
-  const kernelPath = ['vmlinux', 'vmlinuz'].map((f) => join(kdir, f)).find((p) => existsSync(p));
-  let initrdPath;
+  const dir = process.env.BOXLITE_RUNTIME_DIR || fileURLToPath(new URL(`../runtime/${process.platform}-${process.arch}`, import.meta.url));
   try {
-    initrdPath = readdirSync(join(home, 'init')).filter((f) => /^initramfs-.*\.cpio$/.test(f))
-      .map((f) => join(home, 'init', f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
-  } catch {}
-  return { kernelPath, initrdPath };
+    const m = JSON.parse(readFileSync(join(dir, 'runtime.json'), 'utf8'));
+    return { kernelPath: join(dir, m.kernel.file), initrdPath: join(dir, m.initramfs.file) };
+  } catch {
+    return {};
+  }
 }
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };

@@ -21,7 +21,6 @@ const runsArg = process.argv.indexOf('--runs');
 const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 5;
 const EXEC_RUNS = 50;
 const image = path.join(ROOT, '.cache', 'images', 'busybox');
-const userHome = process.env.BOXLITE_HOME ?? path.join(os.homedir(), '.boxlite');
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -30,12 +29,11 @@ const median = (xs) => {
 const fmt = (ms) => `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
 
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-bench-'));
-fs.mkdirSync(path.join(home, 'init'));
-fs.symlinkSync(path.join(userHome, 'init', 'kernel'), path.join(home, 'init', 'kernel'));
 const runtime = new JsBoxlite({ homeDir: home });
 
 try {
-  const assets = await locateGuestAssets(home, path.join(ROOT, 'guest', 'build', 'boxlite-guest'));
+  // The same kernel and initramfs the boxes boot: the shipped guest runtime.
+  const assets = await locateGuestAssets();
   // Warm the image cache so cold start measures the box, not the one-time ext4 build.
   const warm = await runtime.create({ rootfsPath: image });
   // The agent mounts its root disk before it says HELLO, so the baseline gets the same disk

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install the BoxLite guest kernel: Debian's generic kernel (see docs/decisions/0001-guest-kernel.md).
 #
-#   scripts/fetch-kernel.sh [DEST]      DEST defaults to ${BOXLITE_HOME:-$HOME/.boxlite}/init/kernel
+#   scripts/fetch-kernel.sh [DEST]      DEST defaults to .cache/kernel in the repo
+#
+# The result is an input of scripts/build-runtime.mjs, which assembles the guest runtime
+# (runtime/<platform>/) that the package ships; nothing here touches a $BOXLITE_HOME.
 #
 # Result in DEST:
 #   vmlinux       uncompressed ELF kernel, booted directly through its PVH entry (x86_64)
@@ -14,14 +17,14 @@
 # knows no candidate. Environment:
 #   BOXLITE_KERNEL_PACKAGE  pin a concrete package (e.g. linux-image-6.1.0-56-amd64)
 #   BOXLITE_KERNEL_DEB      install from this local .deb instead of downloading
-#   BOXLITE_KERNEL_CACHE    where downloaded .debs are kept (default ${BOXLITE_HOME}/init/cache)
+#   BOXLITE_KERNEL_CACHE    where downloaded .debs are kept (default .cache/debs in the repo)
 #   BOXLITE_KERNEL_FORMAT   "bzimage" installs the packaged vmlinuz instead of vmlinux
 set -euo pipefail
 
 FORMAT_VERSION=1
-HOME_DIR=${BOXLITE_HOME:-$HOME/.boxlite}
-DEST=${1:-$HOME_DIR/init/kernel}
-CACHE=${BOXLITE_KERNEL_CACHE:-$HOME_DIR/init/cache}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+DEST=${1:-$REPO/.cache/kernel}
+CACHE=${BOXLITE_KERNEL_CACHE:-$REPO/.cache/debs}
 
 # Load order matters: each module after its dependencies (the agent loads them lexically).
 # ext4 is a module in the generic kernel; it asks the crypto API for crc32c at mount time

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything BoxLite needs on a Debian/Ubuntu host, idempotently:
-# Debian packages, npm packages, the TypeScript build, the guest agent, the
-# guest kernel (into $BOXLITE_HOME/init/kernel) and the offline busybox image.
+# Development setup on a Debian/Ubuntu host, idempotently: Debian packages, npm packages, the
+# TypeScript build, the guest agent, the guest kernel (.cache/kernel), the guest runtime the
+# package ships (runtime/<platform>/) and the offline test images. A user of the published
+# package needs none of this: `npm install` of the packed tarball and QEMU (README, Install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- 1. Debian packages (only what is missing; never the recommends: they pull a desktop stack)
 packages=(qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static musl-tools clang libclang-rt-14-dev util-linux build-essential python3 zstd
-          docker-registry skopeo umoci apache2-utils openssl)
+          docker-registry skopeo umoci apache2-utils openssl bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,9 +39,11 @@ npx tsc -p tsconfig.json
 say "building the guest agent"
 make -s -C guest
 
-# --- 4. guest kernel from Debian's packages
+# --- 4. guest kernel from Debian's packages, then the runtime the package ships
 say "fetching the guest kernel"
 bash scripts/fetch-kernel.sh
+say "assembling the guest runtime (runtime/)"
+node scripts/build-runtime.mjs
 
 # --- 5. the offline default image (built from Debian's busybox-static, no registry needed)
 say "building the busybox image (.cache/images/busybox)"

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Newcomer command 2 (and CI): set up, then run every test tier, fuzz the guest
-# decoder, and prove no VM or shim process was left behind.
+# Newcomer command 2 (and CI): set up, then run every test tier, install the packed package
+# as a user would, fuzz the guest decoder, and prove no VM or shim process was left behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-echo "==> tests: unit, protocol, integration (real VMs)"
+echo "==> tests: unit, protocol, host (agent in host mode), integration (real VMs)"
 mkdir -p .cache
 npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/vitest-results.json
+
+echo "==> package: npm pack, install into an empty project as a non-root user, run a box"
+bash scripts/test-package.sh
 
 echo "==> fuzzing the guest frame decoder (${FUZZ_SECONDS:-60} s)"
 make -s -C guest fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"

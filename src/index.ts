@@ -8,6 +8,12 @@
  * ```
  */
 export { JsBoxlite, JsBoxlite as Boxlite, VERSION, type RuntimeOptions, type RuntimeOptions as JsOptions, type SystemInfo } from './runtime/runtime.js';
+import type { JsBoxlite } from './runtime/runtime.js';
+/** The runtime class's type (`typeof JsBoxlite`), as the reference names it. */
+export type BoxliteConstructor = typeof JsBoxlite;
+export { getNativeModule, getJsBoxlite, type NativeModule } from './sdk/native.js';
+export { BoxliteRestOptions } from './sdk/rest-options.js';
+export { ApiKeyCredential, type Credential, type AccessToken } from './sdk/credential.js';
 export {
   Box,
   Box as JsBox,
@@ -16,6 +22,8 @@ export {
   type BoxMetrics,
   type BoxMetrics as JsBoxMetrics,
   type BoxStateInfo,
+  type BoxInspection,
+  type LogOptions,
   type NetworkInfo as JsNetworkInfo,
   type PublishedPort as JsPublishedPort,
 } from './runtime/box.js';
@@ -27,13 +35,59 @@ export {
   type ExecResult as JsExecResult,
 } from './runtime/execution.js';
 export type { CopyOptions } from './runtime/copy.js';
-export type { BoxOptions, BoxOptions as JsBoxOptions, PortSpec, PortSpec as JsPortSpec } from './runtime/options.js';
+export type {
+  BoxOptions,
+  BoxOptions as JsBoxOptions,
+  PortSpec,
+  PortSpec as JsPortSpec,
+  VolumeSpec,
+  VolumeSpec as JsHostPathVolumeSpec,
+  ManagedVolumeSpec,
+  ManagedVolumeSpec as JsManagedVolumeSpec,
+  NetworkSpec,
+  OutboundNetworkSpec,
+  InboundNetworkSpec,
+  Secret,
+  SecurityOptions,
+  HealthCheckOptions,
+  AdvancedBoxOptions,
+  ContainerCapabilities,
+} from './runtime/options.js';
+export type {
+  VolumeHandle,
+  VolumeInfo,
+  SnapshotHandle,
+  SnapshotInfo,
+  BoxNetworkHandle,
+  BoxConnection,
+  SocketAddress,
+} from './runtime/handles.js';
 export type { RuntimeMetrics, RuntimeMetrics as JsRuntimeMetrics } from './runtime/context.js';
 export type { BoxStatus } from './store/boxes.js';
-export { SimpleBox, type SimpleBoxOptions, type ExecResult } from './sdk/simplebox.js';
+export { SimpleBox, NetworkHandle, BoxTunnel, TunnelForwarder, type SimpleBoxOptions, type ExecResult } from './sdk/simplebox.js';
+export {
+  CodeBox,
+  BrowserBox,
+  ComputerBox,
+  InteractiveBox,
+  SkillBox,
+  type CodeBoxOptions,
+  type BrowserBoxOptions,
+  type BrowserType,
+  type ComputerBoxOptions,
+  type Screenshot,
+  type InteractiveBoxOptions,
+  type SkillBoxOptions,
+} from './sdk/boxtypes.js';
 export { Images, Images as ImageHandle } from './runtime/images.js';
 export type { ImageInfo, ImagePullResult } from './images/store.js';
-export type { RegistrySettings, RegistrySettings as JsImageRegistry } from './images/registry/index.js';
+export type { ImagesPullResult } from './runtime/images.js';
+export type {
+  RegistrySettings,
+  RegistrySettings as JsImageRegistry,
+  RegistryAuth,
+  RegistryAuth as JsImageRegistryAuth,
+} from './images/registry/index.js';
 export type { PullProgress } from './images/pull.js';
 export {
   BoxliteError,
@@ -60,4 +114,4 @@ export {
   ERROR_TABLE,
   type ErrorCode,
 } from './errors/index.js';
-export { DEFAULT_CPUS, DEFAULT_MEMORY_MIB } from './runtime/options.js';
+export * from './sdk/constants.js';

@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -156,6 +157,53 @@ static void parse_volume(struct boot_config *bc, const char *val)
 	bc->nvols++;
 }
 
+/* boxlite.caps=<hex mask>, computed by the host from the box's capability policy. */
+static void parse_caps(struct boot_config *bc, const char *val)
+{
+	char *end = NULL;
+	errno = 0;
+	unsigned long long mask = strtoull(val, &end, 16);
+	if (end == val || *end || errno) {
+		log_err("bad boxlite.caps=%s; keeping the default capabilities", val);
+		return;
+	}
+	bc->caps = mask;
+	bc->have_caps = 1;
+}
+
+/* boxlite.rlimit=<name>:<value>; a repeated name replaces the earlier value. */
+static void parse_limit(struct boot_config *bc, const char *val)
+{
+	static const struct {
+		const char *name;
+		int resource;
+	} names[] = {
+		{ "nofile", RLIMIT_NOFILE }, { "fsize", RLIMIT_FSIZE }, { "nproc", RLIMIT_NPROC },
+		{ "as", RLIMIT_AS },         { "cpu", RLIMIT_CPU },
+	};
+	const char *colon = strchr(val, ':');
+	int resource = -1;
+	for (size_t i = 0; colon && i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i].name) == (size_t)(colon - val) && strncmp(val, names[i].name, (size_t)(colon - val)) == 0)
+			resource = names[i].resource;
+	char *end = NULL;
+	errno = 0;
+	unsigned long long v = colon ? strtoull(colon + 1, &end, 10) : 0;
+	if (resource < 0 || end == colon + 1 || *end || errno || colon[1] == '-') {
+		log_err("bad boxlite.rlimit=%s", val);
+		return;
+	}
+	int i = 0;
+	while (i < bc->nlimits && bc->limits[i].resource != resource)
+		i++;
+	if (i == EXEC_MAX_LIMITS)
+		return;
+	bc->limits[i].resource = resource;
+	bc->limits[i].value = v;
+	if (i == bc->nlimits)
+		bc->nlimits++;
+}
+
 void boot_parse_cmdline(struct boot_config *bc)
 {
 	memset(bc, 0, sizeof(*bc));
@@ -175,8 +223,14 @@ void boot_parse_cmdline(struct boot_config *bc)
 			set_value(bc->gw, sizeof(bc->gw), tok + 11);
 		else if (strncmp(tok, "boxlite.dns=", 12) == 0)
 			set_value(bc->dns, sizeof(bc->dns), tok + 12);
+		else if (strncmp(tok, "boxlite.host=", 13) == 0)
+			set_value(bc->host, sizeof(bc->host), tok + 13);
 		else if (strncmp(tok, "boxlite.vol=", 12) == 0)
 			parse_volume(bc, tok + 12);
+		else if (strncmp(tok, "boxlite.caps=", 13) == 0)
+			parse_caps(bc, tok + 13);
+		else if (strncmp(tok, "boxlite.rlimit=", 15) == 0)
+			parse_limit(bc, tok + 15);
 		else if (strcmp(tok, "boxlite.debug") == 0 || strcmp(tok, "boxlite.debug=1") == 0)
 			bc->debug = 1;
 	}

@@ -3,6 +3,8 @@
 #ifndef BOXLITE_BOOT_H
 #define BOXLITE_BOOT_H
 
+#include "exec.h"
+
 #define BOOT_MAX_VOLUMES 16
 
 /* One boxlite.vol=<n>:<ro|rw>:<guest path, %XX-escaped>: the 9p share with
@@ -18,9 +20,14 @@ struct boot_config {
 	char ip[64];    /* boxlite.ip (CIDR); empty: no network besides lo */
 	char gw[64];    /* boxlite.gw */
 	char dns[64];   /* boxlite.dns */
+	char host[64];  /* boxlite.host: the address of host.boxlite.internal */
 	int debug;      /* boxlite.debug */
 	struct boot_volume vols[BOOT_MAX_VOLUMES];
 	int nvols;
+	int have_caps;           /* boxlite.caps given */
+	unsigned long long caps; /* boxlite.caps=<hex>: bit n keeps capability n */
+	struct exec_limit limits[EXEC_MAX_LIMITS]; /* boxlite.rlimit=<nofile|fsize|nproc|as|cpu>:<n> */
+	int nlimits;
 };
 
 /* /proc, /sys, /dev (devtmpfs); makes sure fds 0-2 are open. */

@@ -147,9 +147,10 @@ static int make_etc(const struct container_config *cfg)
 	const char *stage = "/tmp";
 	int n = snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
 			 cfg->hostname);
-	if (cfg->networking && cfg->gateway && *cfg->gateway)
-		snprintf(hosts + n, sizeof(hosts) - (size_t)n, "%s\thost.boxlite.internal\n", cfg->gateway);
-	snprintf(resolv, sizeof(resolv), "nameserver %s\n", cfg->dns && *cfg->dns ? cfg->dns : "10.0.2.3");
+	int resolv_conf = cfg->networking && cfg->dns && *cfg->dns;
+	if (cfg->networking && cfg->host_alias && *cfg->host_alias)
+		snprintf(hosts + n, sizeof(hosts) - (size_t)n, "%s\thost.boxlite.internal\n", cfg->host_alias);
+	snprintf(resolv, sizeof(resolv), "nameserver %s\n", resolv_conf ? cfg->dns : "");
 	snprintf(hostname, sizeof(hostname), "%s\n", cfg->hostname);
 
 	if (mkdir("/etc", 0755) < 0 && errno != EEXIST)
@@ -158,13 +159,13 @@ static int make_etc(const struct container_config *cfg)
 		return -1;
 	int rc = -1;
 	if (write_small_file("/tmp/hostname", hostname, 0644) < 0 || write_small_file("/tmp/hosts", hosts, 0644) < 0 ||
-	    (cfg->networking && write_small_file("/tmp/resolv.conf", resolv, 0644) < 0)) {
+	    (resolv_conf && write_small_file("/tmp/resolv.conf", resolv, 0644) < 0)) {
 		fail("write /etc files");
 		goto out;
 	}
 	if (bind_file("/tmp/hostname", "/etc/hostname") < 0 || bind_file("/tmp/hosts", "/etc/hosts") < 0)
 		goto out;
-	if (cfg->networking && bind_file("/tmp/resolv.conf", "/etc/resolv.conf") < 0)
+	if (resolv_conf && bind_file("/tmp/resolv.conf", "/etc/resolv.conf") < 0)
 		goto out;
 	rc = 0;
 out:

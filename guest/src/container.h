@@ -12,9 +12,9 @@
 struct container_config {
 	const char *rootdir;  /* mounted image root, e.g. /mnt/root */
 	const char *hostname; /* "boxlite" */
-	int networking;       /* write host.boxlite.internal and resolv.conf */
-	const char *gateway;  /* address for host.boxlite.internal */
-	const char *dns;      /* nameserver */
+	int networking;         /* write host.boxlite.internal and resolv.conf */
+	const char *host_alias; /* address for host.boxlite.internal; NULL or "": none */
+	const char *dns;        /* nameserver; NULL or "": no resolv.conf */
 	const struct boot_volume *vols; /* 9p shares mounted last, at their paths */
 	int nvols;
 };

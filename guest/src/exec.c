@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <termios.h>
@@ -28,7 +29,9 @@
 
 #define MAX_GROUPS 256
 
-/* Docker's default capability set; everything else leaves the bounding set. */
+/* Docker's default capability set (DEFAULT_CAPABILITIES in src/runtime/
+ * capabilities.ts), unless boxlite.caps= replaced it; everything else leaves
+ * the bounding set. */
 static const int kept_caps[] = {
 	0,  /* CHOWN */
 	1,  /* DAC_OVERRIDE */
@@ -45,6 +48,35 @@ static const int kept_caps[] = {
 	29, /* AUDIT_WRITE */
 	31, /* SETFCAP */
 };
+
+static unsigned long long cap_mask;
+static int cap_mask_set;
+static struct exec_limit limits[EXEC_MAX_LIMITS];
+static int nlimits;
+
+void exec_set_capabilities(unsigned long long mask)
+{
+	cap_mask = mask;
+	cap_mask_set = 1;
+}
+
+void exec_set_limits(const struct exec_limit *l, int n)
+{
+	nlimits = n < EXEC_MAX_LIMITS ? n : EXEC_MAX_LIMITS;
+	memcpy(limits, l, (size_t)nlimits * sizeof(*l));
+}
+
+static const char *limit_name(int resource)
+{
+	switch (resource) {
+	case RLIMIT_NOFILE: return "RLIMIT_NOFILE";
+	case RLIMIT_FSIZE: return "RLIMIT_FSIZE";
+	case RLIMIT_NPROC: return "RLIMIT_NPROC";
+	case RLIMIT_AS: return "RLIMIT_AS";
+	case RLIMIT_CPU: return "RLIMIT_CPU";
+	default: return "?";
+	}
+}
 
 /* ---- user lookup (container /etc/passwd and /etc/group) ---- */
 
@@ -222,8 +254,11 @@ static int drop_bounding_caps(void)
 		if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
 			break; /* past the kernel's last capability */
 		int keep = 0;
-		for (size_t i = 0; i < sizeof(kept_caps) / sizeof(kept_caps[0]); i++)
-			keep |= kept_caps[i] == cap;
+		if (cap_mask_set)
+			keep = (cap_mask >> cap) & 1;
+		else
+			for (size_t i = 0; i < sizeof(kept_caps) / sizeof(kept_caps[0]); i++)
+				keep |= kept_caps[i] == cap;
 		if (!keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
 			return -1;
 	}
@@ -365,6 +400,14 @@ static void run_child(const struct child_args *a)
 	const char *cwd = *a->cwd ? a->cwd : "/";
 	if (chdir(cwd) < 0)
 		child_fail(sfd, 125, "unable to change to working directory %s: %s", cwd, strerror(errno));
+	/* Before the capabilities go: raising a hard limit past the agent's
+	 * needs CAP_SYS_RESOURCE. */
+	for (int i = 0; i < nlimits; i++) {
+		struct rlimit rl = { .rlim_cur = (rlim_t)limits[i].value, .rlim_max = (rlim_t)limits[i].value };
+		if (setrlimit(limits[i].resource, &rl) < 0)
+			child_fail(sfd, 125, "set resource limit %s to %llu: %s", limit_name(limits[i].resource), limits[i].value,
+				   strerror(errno));
+	}
 	if (a->s->drop_caps && drop_bounding_caps() < 0)
 		child_fail(sfd, 125, "drop capabilities: %s", strerror(errno));
 	if (have_ids) {

@@ -30,6 +30,20 @@ struct exec_failure {
 	char message[256];
 };
 
+#define EXEC_MAX_LIMITS 8
+
+struct exec_limit {
+	int resource; /* RLIMIT_* */
+	unsigned long long value;
+};
+
+/* The box's policy for every later execution: the capabilities kept in the
+ * bounding set where the baseline applies (bit n = capability n; without a
+ * call, docker's set) and rlimits set as soft and hard limit (at most
+ * EXEC_MAX_LIMITS). */
+void exec_set_capabilities(unsigned long long mask);
+void exec_set_limits(const struct exec_limit *limits, int n);
+
 /* Returns 0 with *out filled (all fds non-blocking, close-on-exec), or -1
  * with *f describing why nothing was started. */
 int exec_spawn(const struct exec_spec *s, struct exec_child *out, struct exec_failure *f);

@@ -48,6 +48,7 @@ static struct {
 	size_t head_off; /* bytes of head already written */
 	size_t queued;
 	uint8_t stage[STAGE_SIZE];
+	uint32_t withheld_features;
 } L; /* zero-initialised (bss): the buffers must not bloat the binary */
 
 static int find_port(const char *name, char *dev, size_t cap)
@@ -109,6 +110,11 @@ int link_open_port(const char *name, unsigned wait_ms)
 	L.up = 0;
 	L.next_check = 0;
 	return 0;
+}
+
+void link_withhold_features(uint32_t mask)
+{
+	L.withheld_features = mask & PROTO_FEAT_ALL;
 }
 
 void link_use_socket(const char *path)
@@ -234,7 +240,7 @@ static struct link_chunk *hello_chunk(void)
 	struct proto_msg m = { .type = PROTO_HELLO, .stream = 0 };
 	m.u.hello.major = PROTO_MAJOR;
 	m.u.hello.minor = PROTO_MINOR;
-	m.u.hello.features = PROTO_FEAT_EXEC | PROTO_FEAT_TTY | PROTO_FEAT_WINDOW | PROTO_FEAT_TIMEOUT;
+	m.u.hello.features = PROTO_FEAT_ALL & ~L.withheld_features;
 	m.u.hello.version.ptr = (const uint8_t *)version;
 	m.u.hello.version.len = sizeof(version) - 1;
 	return encode_chunk(&m);

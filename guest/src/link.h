@@ -18,6 +18,9 @@ int link_open_port(const char *name, unsigned wait_ms);
 /* Host mode: the link is a connection to the unix socket at path. */
 void link_use_socket(const char *path);
 void link_set_handler(link_frame_fn fn);
+/* Leaves these bits out of our HELLO (host mode, --features): lets host tests
+ * play an older agent without building one. */
+void link_withhold_features(uint32_t mask);
 
 /* Poll integration: fd and events to poll (fd -1: nothing to poll now). */
 int link_poll_fd(short *events);

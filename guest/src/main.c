@@ -5,6 +5,8 @@
  *   boxlite-guest --host-mode --socket P   as an ordinary process: connects to
  *        the unix socket P instead of the port; no mounts, modules, network,
  *        container or power-off; commands run directly on the host.
+ *        --features MASK advertises only those HELLO bits (tests of hosts
+ *        against an older agent).
  *
  * One thread, one poll loop; signals arrive through a signalfd and are
  * handled in the loop like any other event. */
@@ -40,7 +42,7 @@ static struct stream_env senv;
 static void usage(void)
 {
 	fprintf(stderr, "usage: boxlite-guest                     (as PID 1 in the VM)\n"
-			"       boxlite-guest --host-mode --socket PATH [--debug]\n");
+			"       boxlite-guest --host-mode --socket PATH [--features MASK] [--debug]\n");
 }
 
 static void shutdown_now(void) __attribute__((noreturn));
@@ -172,8 +174,8 @@ static void vm_boot(void)
 			.rootdir = ROOT_MOUNT,
 			.hostname = "boxlite",
 			.networking = networking,
-			.gateway = bc.gw[0] ? bc.gw : "10.0.2.2",
-			.dns = bc.dns[0] ? bc.dns : "10.0.2.3",
+			.host_alias = bc.host,
+			.dns = bc.dns,
 			.vols = bc.vols,
 			.nvols = bc.nvols,
 		};
@@ -197,6 +199,9 @@ static void vm_boot(void)
 	senv.ptmx = ptmx_path;
 	senv.switch_user = 1;
 	senv.drop_caps = 1;
+	if (bc.have_caps)
+		exec_set_capabilities(bc.caps);
+	exec_set_limits(bc.limits, bc.nlimits);
 
 	while (link_open_port(PORT_NAME, 30000) < 0)
 		log_err("no virtio port named %s yet; still waiting", PORT_NAME);
@@ -277,12 +282,15 @@ int main(int argc, char **argv)
 {
 	const char *socket_path = NULL;
 	int debug = 0;
+	unsigned long features = PROTO_FEAT_ALL;
 	pid_t parent = getppid();
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--host-mode") == 0) {
 			host_mode = 1;
 		} else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
 			socket_path = argv[++i];
+		} else if (strcmp(argv[i], "--features") == 0 && i + 1 < argc) {
+			features = strtoul(argv[++i], NULL, 0);
 		} else if (strcmp(argv[i], "--debug") == 0) {
 			debug = 1;
 		} else if (getpid() == 1) {
@@ -302,8 +310,10 @@ int main(int argc, char **argv)
 	}
 	log_set_debug(debug);
 	setup_signals();
-	if (host_mode)
+	if (host_mode) {
 		host_setup(socket_path, parent);
+		link_withhold_features(PROTO_FEAT_ALL & ~(uint32_t)features);
+	}
 	else
 		vm_boot();
 	streams_configure(&senv);

@@ -5,7 +5,7 @@
 
 /* Brings lo up. Returns 0 or -1 (logged). */
 int net_up_loopback(void);
-/* Configures ifname with cidr ("10.0.2.15/24") and a default route via gw
+/* Configures ifname with cidr ("192.168.127.2/24") and a default route via gw
  * (NULL or "" for none). Waits up to wait_ms for the interface to exist. */
 int net_up_interface(const char *ifname, const char *cidr, const char *gw, unsigned wait_ms);
 

@@ -5,14 +5,14 @@
 #   guest/test/vm_smoke.sh [KERNEL_DIR] [TEST...]
 #
 # KERNEL_DIR is what scripts/fetch-kernel.sh installs (vmlinux + modules/NN-*.ko),
-# default ${BOXLITE_HOME:-~/.boxlite}/init/kernel. Needs qemu-system-x86_64,
+# default .cache/kernel of the repository. Needs qemu-system-x86_64,
 # cpio, mke2fs and a static busybox. TCG unless BOXLITE_ACCEL=kvm.
 # BOXLITE_SMOKE_NET=0 boots without a NIC and boxlite.ip;
 # BOXLITE_SMOKE_BENCH=1 adds a throughput measurement.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 guest=$(dirname "$here")
-kdir=${1:-${BOXLITE_HOME:-$HOME/.boxlite}/init/kernel}
+kdir=${1:-$(dirname "$guest")/.cache/kernel}
 shift || true
 agent=$guest/build/boxlite-guest
 busybox=${BUSYBOX:-$(command -v busybox)}

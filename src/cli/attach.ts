@@ -1,4 +1,4 @@
-import type { Execution } from '../runtime/execution.js';
+import type { JsExecution as Execution } from '../index.js';
 
 export interface AttachOptions {
   interactive: boolean;
@@ -15,7 +15,7 @@ export async function attach(execution: Execution, opts: AttachOptions): Promise
   const cleanups: Array<() => void> = [];
 
   if (opts.tty && process.stdout.isTTY) {
-    const resize = () => void execution.resizeTty(process.stdout.rows, process.stdout.columns);
+    const resize = () => void execution.resizeTty(process.stdout.rows, process.stdout.columns).catch(() => undefined);
     resize();
     process.stdout.on('resize', resize);
     cleanups.push(() => process.stdout.off('resize', resize));

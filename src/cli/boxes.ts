@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { Command, Option } from 'commander';
 import { NotFoundError, type Box, type BoxInfo, type JsBoxlite } from '../index.js';
 import { FORMAT_HELP, render, table } from './format.js';
@@ -58,9 +56,9 @@ export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cm
       act(async (ids: string[], _o, cmd: Command) => {
         const runtime = runtimeFrom(cmd);
         for (const id of ids) {
-          const box = await findBox(runtime, id);
-          await box.stop();
-          await box.start({ detach: true });
+          await (await findBox(runtime, id)).stop();
+          // stop() spends a handle (the reference's rule): start through a new one.
+          await (await findBox(runtime, id)).start({ detach: true });
           process.stdout.write(`${id}\n`);
         }
         return 0;
@@ -77,10 +75,7 @@ export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cm
         const runtime = runtimeFrom(cmd);
         const out = [];
         for (const id of ids) {
-          const box = await findBox(runtime, id);
-          const info = await box.info();
-          const dir = path.join(runtime.home.boxes, box.id);
-          out.push({ ...info, config: box.config.options, imageConfig: box.config.image.config, paths: { dir, consoleLog: path.join(dir, 'logs', 'console.log') } });
+          out.push(await (await findBox(runtime, id)).inspect());
         }
         process.stdout.write(render(out, o.format, (list) => JSON.stringify(list, null, 2)));
         return 0;
@@ -95,28 +90,10 @@ export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cm
     .argument('<box>')
     .action(
       act(async (id: string, o, cmd: Command) => {
-        const runtime = runtimeFrom(cmd);
-        const box = await findBox(runtime, id);
-        const file = path.join(runtime.home.boxes, box.id, 'logs', 'console.log');
-        let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-        if (o.tail !== undefined) {
-          const lines = text.replace(/\n$/, '').split('\n');
-          text = lines.slice(-Math.max(0, Number(o.tail))).join('\n') + (lines.length ? '\n' : '');
-        }
-        process.stdout.write(text);
-        if (!o.follow) return 0;
-        let offset = fs.existsSync(file) ? fs.statSync(file).size : 0;
-        while ((await box.info()).state.running) {
-          await new Promise((r) => setTimeout(r, 250));
-          const size = fs.existsSync(file) ? fs.statSync(file).size : 0;
-          if (size > offset) {
-            const fd = fs.openSync(file, 'r');
-            const buf = Buffer.alloc(size - offset);
-            fs.readSync(fd, buf, 0, buf.length, offset);
-            fs.closeSync(fd);
-            process.stdout.write(buf);
-            offset = size;
-          }
+        const box = await findBox(runtimeFrom(cmd), id);
+        const tail = o.tail === undefined ? undefined : Number(o.tail); // the SDK rejects a bad count
+        for await (const chunk of box.logs({ tail, follow: Boolean(o.follow) })) {
+          if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
         }
         return 0;
       }),

@@ -74,7 +74,8 @@ export function registerImageCommands(program: Command, act: Act, runtimeFrom: (
         try {
           const r = await runtime.images.pull(ref, { onProgress: progress.onProgress });
           progress.stop();
-          process.stdout.write(o.quiet ? `${r.reference}\n` : `Pulled ${r.reference} (config ${r.configDigest}, ${r.layerCount} layers)\n`);
+          const name = r.resolvedReference;
+          process.stdout.write(o.quiet ? `${name}\n` : `Pulled ${name} (config ${r.configDigest}, ${r.layerCount} layers)\n`);
         } finally {
           progress.stop();
         }

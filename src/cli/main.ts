@@ -9,6 +9,7 @@ import {
   InvalidStateError,
   JsBoxlite,
   NotFoundError,
+  VERSION,
   type Box,
   type BoxOptions,
   type RegistrySettings,
@@ -19,7 +20,6 @@ import { registerBoxCommands } from './boxes.js';
 import { registerCpCommand } from './cp.js';
 import { registerImageCommands } from './images.js';
 
-const VERSION = '0.1.0';
 
 interface GlobalOpts {
   home?: string;
@@ -35,7 +35,8 @@ export function parseRegistryFlag(spec: string): RegistrySettings {
   const m = /^(?:(http|https|https\+insecure):\/\/)?([^/\s]+)\/?$/.exec(spec);
   if (!m) throw new ConfigError(`--registry ${JSON.stringify(spec)} is not host[:port] or http://host[:port]`);
   const scheme = m[1] ?? 'https';
-  return { host: m[2]!, transport: scheme === 'http' ? 'http' : 'https', skipVerify: scheme === 'https+insecure' };
+  // As in the reference CLI, a --registry is searched for unqualified names (before any others).
+  return { host: m[2]!, transport: scheme === 'http' ? 'http' : 'https', skipVerify: scheme === 'https+insecure', search: true };
 }
 
 function runtimeFrom(cmd: Command): JsBoxlite {

@@ -3,9 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { ImageError } from '../errors/index.js';
-import { writeFileAtomic } from '../util/fs.js';
-import { MediaTypes, readOciLayout } from './oci-layout.js';
+import { BoxliteError, ImageError } from '../errors/index.js';
+import { isErrnoError, removeQuietly, storageError, writeFileAtomic } from '../util/fs.js';
+import { imageBoundary } from './errors.js';
+import { MediaTypes, parseJson, readOciLayout } from './oci-layout.js';
 
 export interface ImportedImage {
   reference: string;
@@ -25,13 +26,27 @@ const CONTAINERD_NAME = 'io.containerd.image.name';
  * legacy `docker save` tar (manifest.json + layer tars). Every blob is verified by
  * digest (readOciLayout does that) before it is published into `blobsDir`.
  */
-export async function importArchive(
-  archivePath: string,
-  opts: { blobsDir: string; tmpDir: string },
-): Promise<ImportedImage[]> {
+export function importArchive(archivePath: string, opts: { blobsDir: string; tmpDir: string }): Promise<ImportedImage[]> {
+  return imageBoundary(`cannot load image archive ${archivePath}`, () => importArchiveUnguarded(archivePath, opts));
+}
+
+async function importArchiveUnguarded(archivePath: string, opts: { blobsDir: string; tmpDir: string }): Promise<ImportedImage[]> {
   if (!fs.existsSync(archivePath)) throw new ImageError(`archive not found: ${archivePath}`);
-  fs.mkdirSync(opts.tmpDir, { recursive: true });
-  const dir = fs.mkdtempSync(path.join(opts.tmpDir, 'load-'));
+  if (fs.statSync(archivePath).isDirectory()) {
+    throw new ImageError(`${archivePath} is a directory, not an image archive (a tar of an OCI layout or a docker save)`);
+  }
+  let dir: string;
+  try {
+    fs.mkdirSync(opts.blobsDir, { recursive: true });
+  } catch (err) {
+    throw storageError(err, `cannot create blob directory ${opts.blobsDir} to load ${archivePath}`);
+  }
+  try {
+    fs.mkdirSync(opts.tmpDir, { recursive: true });
+    dir = fs.mkdtempSync(path.join(opts.tmpDir, 'load-'));
+  } catch (err) {
+    throw storageError(err, `cannot create a working directory in ${opts.tmpDir} to load ${archivePath}`);
+  }
   try {
     await extract(archivePath, dir);
     const named = fs.existsSync(path.join(dir, 'index.json'))
@@ -58,17 +73,20 @@ export async function importArchive(
     }
     return out;
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    removeQuietly(dir);
   }
 }
 
 /** Names of the top-level index entries that say which image they are. */
 function namesFromOciIndex(dir: string): Array<{ reference: string; refName: string }> {
-  const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')) as {
-    manifests?: Array<{ annotations?: Record<string, string> }>;
-  };
+  const index = parseJson(readArchiveFile(dir, 'index.json'), 'index.json of the archive') as {
+    manifests?: unknown;
+  } | null;
   const out: Array<{ reference: string; refName: string }> = [];
-  for (const d of index.manifests ?? []) {
+  const manifests = index?.manifests ?? [];
+  if (!Array.isArray(manifests)) throw new ImageError('index.json of the archive is malformed: manifests is not a list');
+  for (const d of manifests as Array<{ annotations?: Record<string, string> } | null>) {
+    if (!d || typeof d !== 'object') continue;
     const refName = d.annotations?.[REF_NAME];
     const full = d.annotations?.[CONTAINERD_NAME] ?? refName;
     // A bare tag ("latest") names no repository: such an entry cannot be loaded by name.
@@ -79,17 +97,31 @@ function namesFromOciIndex(dir: string): Array<{ reference: string; refName: str
 
 /** Rewrites a legacy docker save archive as an OCI layout in place. */
 function convertDockerSave(dir: string): Array<{ reference: string; refName: string }> {
-  const entries = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Array<{
+  const entries = parseJson(readArchiveFile(dir, 'manifest.json'), 'manifest.json of the docker save archive') as Array<{
     Config: string;
     RepoTags?: string[] | null;
     Layers: string[];
   }>;
+  const isStrings = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  if (
+    !Array.isArray(entries) ||
+    !entries.every((e) => e && typeof e.Config === 'string' && isStrings(e.Layers) && (e.RepoTags == null || isStrings(e.RepoTags)))
+  ) {
+    throw new ImageError('manifest.json of the docker save archive is malformed: want a list of {Config, RepoTags, Layers}');
+  }
   const blobs = path.join(dir, 'blobs', 'sha256');
-  fs.mkdirSync(blobs, { recursive: true });
+  const write = (file: string, data: string | Buffer) => {
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, data);
+    } catch (err) {
+      throw storageError(err, `cannot write ${file}`);
+    }
+  };
   const addBlob = (file: string) => {
-    const data = fs.readFileSync(inside(dir, file));
+    const data = readArchiveFile(dir, file);
     const hex = crypto.createHash('sha256').update(data).digest('hex');
-    fs.writeFileSync(path.join(blobs, hex), data);
+    write(path.join(blobs, hex), data);
     return { digest: `sha256:${hex}`, size: data.length };
   };
   const manifests = [];
@@ -106,7 +138,7 @@ function convertDockerSave(dir: string): Array<{ reference: string; refName: str
       }),
     );
     const hex = crypto.createHash('sha256').update(manifest).digest('hex');
-    fs.writeFileSync(path.join(blobs, hex), manifest);
+    write(path.join(blobs, hex), manifest);
     for (const tag of entry.RepoTags ?? []) {
       manifests.push({
         mediaType: MediaTypes.ociManifest,
@@ -117,9 +149,23 @@ function convertDockerSave(dir: string): Array<{ reference: string; refName: str
       named.push({ reference: tag, refName: tag });
     }
   }
-  fs.writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  fs.writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
+  write(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  write(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
   return named;
+}
+
+/** A file the archive must contain; its absence is the archive's fault (ImageError), not the disk's. */
+function readArchiveFile(dir: string, name: string): Buffer {
+  const file = inside(dir, name);
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') {
+      throw new ImageError(`the archive has no file ${name}`, { cause: err });
+    }
+    throw storageError(err, `cannot read ${file}`);
+  }
 }
 
 function publish(dir: string, digest: string, blobsDir: string): void {
@@ -127,8 +173,13 @@ function publish(dir: string, digest: string, blobsDir: string): void {
   const dest = path.join(blobsDir, hex);
   if (fs.existsSync(dest)) return;
   const tmp = `${dest}.${process.pid}.load`;
-  fs.copyFileSync(path.join(dir, 'blobs', 'sha256', hex), tmp);
-  fs.renameSync(tmp, dest);
+  try {
+    fs.copyFileSync(path.join(dir, 'blobs', 'sha256', hex), tmp);
+    fs.renameSync(tmp, dest);
+  } catch (err) {
+    removeQuietly(tmp);
+    throw storageError(err, `cannot store blob ${digest} in ${blobsDir}`);
+  }
 }
 
 /** A path from the archive, resolved inside `dir` (archives are untrusted input). */
@@ -159,16 +210,28 @@ async function extract(archivePath: string, dir: string): Promise<void> {
       }
       const target = inside(dir, header.name);
       fs.mkdirSync(path.dirname(target), { recursive: true });
-      pipeline(stream, fs.createWriteStream(target, { flags: 'wx' })).then(() => done(), done);
+      const out = fs.createWriteStream(target, { flags: 'wx' });
+      pipeline(stream, out).then(
+        () => done(),
+        (err: unknown) => {
+          // The archive naming a file twice is its fault; any other write failure is the disk's.
+          if (out.errored !== err) return done(err);
+          const code = (err as NodeJS.ErrnoException).code;
+          done(code === 'EEXIST' ? new ImageError(`archive contains ${header.name} twice`, { cause: err }) : storageError(err, `cannot write ${target}`));
+        },
+      );
     } catch (err) {
       stream.resume();
-      done(err);
+      done(err instanceof BoxliteError ? err : storageError(err, `cannot unpack ${header.name} into ${dir}`));
     }
   });
   try {
     await pipeline(fs.createReadStream(archivePath), ex);
   } catch (err) {
-    if (err instanceof ImageError) throw err;
+    if (err instanceof BoxliteError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    // tar-stream's own errors (not a tar, truncated) are the archive's; errno ones the disk's.
+    if (isErrnoError(err) && code !== 'EISDIR') throw storageError(err, `cannot read archive ${archivePath}`);
     throw new ImageError(`cannot read archive ${archivePath}: ${(err as Error).message}`, { cause: err });
   }
   // A layout's own oci-layout file is optional in some writers; readOciLayout wants it.

@@ -34,6 +34,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { BoxliteError, ImageError, StorageError } from '../errors/index.js';
 import { openLayer, type OciImage } from './oci-layout.js';
+import { isErrnoError, storageError } from '../util/fs.js';
 
 export type EntryType = 'dir' | 'file' | 'symlink' | 'char' | 'block' | 'fifo';
 
@@ -444,8 +445,10 @@ export class LayerApplier {
         await fh.close();
       }
     } catch (err) {
-      if (err instanceof BoxliteError) throw err;
-      throw new StorageError(`failed to write /${node.rel}: ${(err as Error).message}`, { cause: err });
+      // Only the write side is the disk's: a broken layer stream (tar, zlib) fails the same
+      // loop and stays the layer's error (wrapLayerError).
+      if (err instanceof BoxliteError || !isErrnoError(err)) throw err;
+      throw storageError(err, `failed to write /${node.rel}`);
     }
   }
 

@@ -12,7 +12,8 @@ import { spawn } from 'node:child_process';
 import { Duplex, PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
-import { ImageError } from '../errors/index.js';
+import { BoxliteError, ImageError } from '../errors/index.js';
+import { storageError } from '../util/fs.js';
 
 export const MediaTypes = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',
@@ -382,18 +383,28 @@ async function readHead(file: string, n: number, digest: string): Promise<Buffer
   try {
     fh = await fsp.open(file, 'r');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ImageError(code === 'ENOENT' ? `blob ${digest} is missing (${file})` : `failed to open blob ${digest}`, {
-      cause: err,
-    });
+    throw layoutReadError(err, `blob ${digest}`, file);
   }
   try {
     const buf = Buffer.alloc(n);
     const { bytesRead } = await fh.read(buf, 0, n, 0);
     return buf.subarray(0, bytesRead);
+  } catch (err) {
+    throw layoutReadError(err, `blob ${digest}`, file);
   } finally {
-    await fh.close();
+    await fh.close().catch(() => undefined);
   }
+}
+
+/**
+ * A failed read in an image layout. A file that is not there, or is a directory, means the
+ * layout is incomplete or malformed (ImageError); anything else (EACCES, EIO) is the disk's.
+ */
+function layoutReadError(err: unknown, what: string, file: string, missing = `${what} is missing (${file})`): BoxliteError {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new ImageError(missing, { cause: err });
+  if (code === 'EISDIR') return new ImageError(`${what} is a directory, not a file (${file})`, { cause: err });
+  return storageError(err, `cannot read ${what} (${file})`);
 }
 
 async function readJsonFile(file: string, what: string, max: number): Promise<unknown> {
@@ -404,10 +415,7 @@ async function readJsonFile(file: string, what: string, max: number): Promise<un
     buf = await fsp.readFile(file);
   } catch (err) {
     if (err instanceof ImageError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ImageError(code === 'ENOENT' ? `${what} not found: ${file}` : `failed to read ${what} ${file}`, {
-      cause: err,
-    });
+    throw layoutReadError(err, what, file, `${what} not found: ${file}`);
   }
   return parseJson(buf, `${what} (${file})`);
 }
@@ -419,10 +427,7 @@ async function readJsonBlob(dir: string, desc: Descriptor, what: string): Promis
   try {
     buf = await fsp.readFile(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ImageError(code === 'ENOENT' ? `${what}: blob is missing (${file})` : `${what}: failed to read ${file}`, {
-      cause: err,
-    });
+    throw layoutReadError(err, `${what}: blob`, file);
   }
   if (buf.length !== desc.size) {
     throw new ImageError(`size mismatch for ${what}: ${buf.length} bytes, descriptor declares ${desc.size}`);

@@ -28,11 +28,11 @@ import {
   type OciImage,
   type Platform,
 } from './oci-layout.js';
-import { isDockerHub, isQualified, manifestReference, parseReference, withRegistry, type ImageReference } from './reference.js';
+import { isQualified, manifestReference, parseReference, withRegistry, type ImageReference } from './reference.js';
 import { storageError, writeBlobAtomic } from './registry/blobfile.js';
 import { RegistryClient, RegistryError } from './registry/client.js';
 import type { HttpOptions } from './registry/http.js';
-import { findRegistrySettings, parseRegistries, type RegistrySettings } from './registry/settings.js';
+import { findRegistrySettings, parseRegistries, searchRegistries, type RegistrySettings } from './registry/settings.js';
 
 export type PullStatus = 'waiting' | 'downloading' | 'verifying' | 'done' | 'cached';
 
@@ -161,19 +161,12 @@ export async function pullImage(reference: string, opts: PullOptions): Promise<P
   }
 }
 
-/** Where to look for a reference: its own registry, or the search list then docker.io. */
+/** Where to look for a reference: its own registry, or each registry of the search list (settings.ts). */
 export function searchCandidates(input: string, ref: ImageReference, registries: readonly RegistrySettings[]): Candidate[] {
   if (isQualified(input)) return [{ ref, settings: findRegistrySettings(registries, ref.registry) }];
   const out: Candidate[] = [];
-  const seen = new Set<string>();
-  let hubConfigured = false;
-  for (const entry of registries) {
-    const host = isDockerHub(entry.host) ? 'docker.io' : entry.host.toLowerCase();
-    if (seen.has(host)) continue;
-    seen.add(host);
-    const settings = findRegistrySettings(registries, host)!;
-    if (host === 'docker.io') hubConfigured = true;
-    if (settings.search === false) continue;
+  for (const host of searchRegistries(registries)) {
+    const settings = findRegistrySettings(registries, host);
     if (host === 'docker.io') {
       out.push({ ref, settings });
       continue;
@@ -184,7 +177,6 @@ export function searchCandidates(input: string, ref: ImageReference, registries:
       out.push({ ref: withRegistry(ref, host, ref.repository.slice('library/'.length)), settings });
     }
   }
-  if (!hubConfigured) out.push({ ref, settings: undefined });
   return out;
 }
 

@@ -16,6 +16,8 @@ import * as fsp from 'node:fs/promises';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { BoxliteError, StorageError } from '../errors/index.js';
+import { storageError } from '../util/fs.js';
+import { imageBoundary } from './errors.js';
 import { buildExt4, type Ext4BuildResult } from './ext4.js';
 import { applyLayers, imageLayerSources } from './layers.js';
 import { readOciLayout, type OciImage, type Platform } from './oci-layout.js';
@@ -58,7 +60,12 @@ export interface RootfsInfo {
 const LOCK_POLL_MS = 150;
 
 /** Returns the cached ext4 base for the image in `layoutDir`, building it first if needed. */
-export async function prepareRootfs(opts: PrepareRootfsOptions): Promise<PreparedRootfs> {
+export function prepareRootfs(opts: PrepareRootfsOptions): Promise<PreparedRootfs> {
+  const what = `cannot prepare the root filesystem of ${opts.reference ?? path.resolve(opts.layoutDir)} in ${opts.imagesDir}`;
+  return imageBoundary(what, () => prepareRootfsUnguarded(opts));
+}
+
+async function prepareRootfsUnguarded(opts: PrepareRootfsOptions): Promise<PreparedRootfs> {
   const image = await readOciLayout(opts.layoutDir, {
     ...(opts.reference !== undefined ? { reference: opts.reference } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
@@ -100,6 +107,14 @@ export async function prepareRootfs(opts: PrepareRootfsOptions): Promise<Prepare
  * the filesystem into it. Refuses to overwrite an existing overlay.
  */
 export async function createOverlay(baseExt4: string, overlayPath: string, sizeGb?: number): Promise<void> {
+  try {
+    await createOverlayUnguarded(baseExt4, overlayPath, sizeGb);
+  } catch (err) {
+    throw storageError(err, `cannot create overlay ${overlayPath}`);
+  }
+}
+
+async function createOverlayUnguarded(baseExt4: string, overlayPath: string, sizeGb?: number): Promise<void> {
   const base = path.resolve(baseExt4);
   const overlay = path.resolve(overlayPath);
   let baseSize: number;

@@ -2,8 +2,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ImageError, InvalidStateError, NotFoundError } from '../errors/index.js';
-import { openDatabase, type Db } from '../store/db.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { openDatabase, sqlite, type Db } from '../store/db.js';
+import { storageError, writeFileAtomic } from '../util/fs.js';
+import { imageBoundary, imageBoundarySync } from './errors.js';
 import { MediaTypes } from './oci-layout.js';
 import { pullImage, type PullProgress } from './pull.js';
 import { parseReference } from './reference.js';
@@ -104,7 +105,13 @@ export class ImageStore {
 
   private get db(): Db {
     if (!this.dbHandle) {
-      for (const d of [this.blobsDir, this.tmpDir, this.dbDir]) fs.mkdirSync(d, { recursive: true });
+      for (const d of [this.blobsDir, this.tmpDir, this.dbDir]) {
+        try {
+          fs.mkdirSync(d, { recursive: true });
+        } catch (err) {
+          throw storageError(err, `cannot create image store directory ${d}`);
+        }
+      }
       const layoutFile = path.join(this.imagesDir, 'oci-layout');
       if (!fs.existsSync(layoutFile)) writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
       this.dbHandle = openDatabase(this.dbDir, 'images', MIGRATIONS);
@@ -124,9 +131,9 @@ export class ImageStore {
 
   /** A locally stored image, by reference (canonical or as typed), or undefined. */
   find(reference: string): ImageRecord | undefined {
-    const row = this.db
-      .prepare('SELECT * FROM images WHERE reference = ? OR reference = ?')
-      .get(reference, this.canonicalOrSelf(reference)) as Row | undefined;
+    const row = sqlite(`look up image ${reference}`, () =>
+      this.db.prepare('SELECT * FROM images WHERE reference = ? OR reference = ?').get(reference, this.canonicalOrSelf(reference)),
+    ) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
 
@@ -142,6 +149,13 @@ export class ImageStore {
   async pull(
     reference: string,
     opts: { registries?: RegistrySettings[]; onProgress?: (p: PullProgress) => void; signal?: AbortSignal } = {},
+  ): Promise<ImageRecord> {
+    return imageBoundary(`cannot pull ${reference}`, () => this.pullUnguarded(reference, opts));
+  }
+
+  private async pullUnguarded(
+    reference: string,
+    opts: { registries?: RegistrySettings[]; onProgress?: (p: PullProgress) => void; signal?: AbortSignal },
   ): Promise<ImageRecord> {
     this.db; // creates the layout before downloading into it
     const pulled = await pullImage(reference, {
@@ -170,7 +184,11 @@ export class ImageStore {
   }
 
   /** Loads `docker save` or OCI archives (a tar of an image layout); returns what was recorded. */
-  async load(archivePath: string): Promise<ImageRecord[]> {
+  load(archivePath: string): Promise<ImageRecord[]> {
+    return imageBoundary(`cannot load ${archivePath}`, () => this.loadUnguarded(archivePath));
+  }
+
+  private async loadUnguarded(archivePath: string): Promise<ImageRecord[]> {
     this.db;
     const images = await importArchive(archivePath, { blobsDir: this.blobsDir, tmpDir: this.tmpDir });
     if (images.length === 0) throw new ImageError(`no tagged image found in ${archivePath}`);
@@ -192,7 +210,7 @@ export class ImageStore {
   }
 
   private record(rec: ImageRecord): ImageRecord {
-    this.db
+    sqlite(`record image ${rec.reference}`, () => this.db
       .prepare(
         `INSERT INTO images (reference, registry, repository, tag, manifest_digest, manifest_media_type, config_digest, layer_count, size_bytes, cached_at)
          VALUES (@reference, @registry, @repository, @tag, @manifestDigest, @manifestMediaType, @configDigest, @layerCount, @sizeBytes, @cachedAt)
@@ -201,13 +219,13 @@ export class ImageStore {
            config_digest = excluded.config_digest,
            layer_count = excluded.layer_count, size_bytes = excluded.size_bytes, cached_at = excluded.cached_at`,
       )
-      .run(rec);
+      .run(rec));
     this.writeIndex();
     return rec;
   }
 
   list(): ImageRecord[] {
-    return (this.db.prepare('SELECT * FROM images ORDER BY cached_at DESC, reference').all() as Row[]).map(fromRow);
+    return (sqlite('list images', () => this.db.prepare('SELECT * FROM images ORDER BY cached_at DESC, reference').all()) as Row[]).map(fromRow);
   }
 
   /**
@@ -221,7 +239,7 @@ export class ImageStore {
     if (users.length && !opts.force) {
       throw new InvalidStateError(`image ${rec.reference} is used by box ${users.join(', ')}; remove the box first or pass force`);
     }
-    this.db.prepare('DELETE FROM images WHERE reference = ?').run(rec.reference);
+    sqlite(`remove image ${rec.reference}`, () => this.db.prepare('DELETE FROM images WHERE reference = ?').run(rec.reference));
     this.writeIndex();
     return rec;
   }
@@ -231,6 +249,10 @@ export class ImageStore {
    * `keepManifests` are the manifest digests boxes still use.
    */
   prune(keepManifests: Set<string>): { blobs: number; bases: number; bytes: number } {
+    return imageBoundarySync(`cannot prune the image store ${this.imagesDir}`, () => this.pruneUnguarded(keepManifests));
+  }
+
+  private pruneUnguarded(keepManifests: Set<string>): { blobs: number; bases: number; bytes: number } {
     const wanted = new Set<string>();
     const manifests = new Set([...this.list().map((r) => r.manifestDigest), ...keepManifests]);
     for (const digest of manifests) {
@@ -278,12 +300,16 @@ export class ImageStore {
    * the root filesystem builder.
    */
   private writeIndex(): void {
-    const manifests = this.list().map((r) => ({
-      mediaType: r.manifestMediaType,
-      digest: r.manifestDigest,
-      size: fs.statSync(path.join(this.blobsDir, r.manifestDigest.replace(/^sha256:/, ''))).size,
-      annotations: { 'org.opencontainers.image.ref.name': r.reference },
-    }));
+    const manifests = this.list().map((r) => {
+      const file = path.join(this.blobsDir, r.manifestDigest.replace(/^sha256:/, ''));
+      let size: number;
+      try {
+        size = fs.statSync(file).size;
+      } catch (err) {
+        throw storageError(err, `manifest ${r.manifestDigest} of ${r.reference} is gone from the image store`);
+      }
+      return { mediaType: r.manifestMediaType, digest: r.manifestDigest, size, annotations: { 'org.opencontainers.image.ref.name': r.reference } };
+    });
     writeFileAtomic(
       path.join(this.imagesDir, 'index.json'),
       JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests }, null, 2),

@@ -27,14 +27,16 @@ const cache = new Map<string, string>();
 
 /** Absolute path of `name` from PATH or the sbin directories; StorageError if absent. */
 export function findTool(name: string): string {
-  const hit = cache.get(name);
+  // Keyed by PATH too: a caller that changes PATH gets the tool that PATH names.
+  const key = `${name}\0${process.env.PATH ?? ''}`;
+  const hit = cache.get(key);
   if (hit) return hit;
   const dirs = [...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean), ...EXTRA_DIRS];
   for (const dir of dirs) {
     const candidate = path.join(dir, name);
     try {
       accessSync(candidate, constants.X_OK);
-      cache.set(name, candidate);
+      cache.set(key, candidate);
       return candidate;
     } catch {
       // next

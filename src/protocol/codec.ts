@@ -15,6 +15,7 @@ export const Feature = {
   TTY: 0x2,
   WINDOW: 0x4,
   TIMEOUT: 0x8,
+  TOOL: 0x10,
 } as const;
 
 export const MsgType = {

@@ -1,5 +1,13 @@
 import fs from 'node:fs';
-import { BoxliteError, ExecutionError, InvalidStateError, PortalError, toBoxliteError } from '../errors/index.js';
+import {
+  BoxliteError,
+  ExecutionError,
+  InvalidArgumentError,
+  InvalidStateError,
+  PortalError,
+  StoppedError,
+  toBoxliteError,
+} from '../errors/index.js';
 import type { Message } from '../protocol/codec.js';
 import { launchShim, ShimClient, type LaunchedShim } from '../shim/client.js';
 import { isProcessAlive } from '../util/fs.js';
@@ -8,10 +16,15 @@ import type { BoxRecord, BoxStatus } from '../store/boxes.js';
 import { Execution, type ExecResult } from './execution.js';
 import { validateExec, type ExecOptions, type NormalizedBoxOptions } from './options.js';
 import type { RuntimeContext } from './context.js';
-import { cachedHostTscKhz } from '../vmm/accel.js';
+import { cachedHostTscKhz, type AccelKind } from '../vmm/accel.js';
+import type { GuestAssets } from '../vmm/assets.js';
+import type { VmPlan } from '../vmm/plan.js';
+import { guestPolicy } from './capabilities.js';
+import type { BoxPaths } from '../store/home.js';
 import type { BoxImage } from './image.js';
 import { defaultCommand, execEnvironment } from './image.js';
 import { copyIn, copyOut, type CopyOptions } from './copy.js';
+import { notImplemented, unsupportedBoxNetwork, unsupportedSnapshots, type BoxNetworkHandle, type CloneOptions, type ExportOptions, type SnapshotHandle } from './handles.js';
 
 export type BoxRecordT = BoxRecord<NormalizedBoxOptions, BoxImage>;
 
@@ -51,6 +64,45 @@ export interface BoxInfo {
   autoDelete: number;
   autoResume: boolean;
   healthStatus: { state: 'None' | 'Starting' | 'Healthy' | 'Unhealthy'; failures: number; lastCheck?: string };
+}
+
+/** The box as a VM, in terms that name no hypervisor (only src/vmm/ turns it into QEMU arguments). */
+export function vmPlan(
+  options: NormalizedBoxOptions,
+  paths: Pick<BoxPaths, 'disk' | 'agentSocket' | 'consoleLog'>,
+  assets: Pick<GuestAssets, 'kernelPath' | 'initrdPath'>,
+  accel: AccelKind,
+): VmPlan {
+  return {
+    accel,
+    resources: { cpus: options.cpus, memoryMib: options.memoryMib },
+    boot: {
+      kernelPath: assets.kernelPath,
+      initrdPath: assets.initrdPath,
+      tscKhz: accel === 'tcg' ? cachedHostTscKhz() : null,
+    },
+    disks: [{ path: paths.disk, format: 'qcow2' }],
+    shares: (options.volumes ?? []).map((v) => ({ hostPath: v.hostPath, guestPath: v.guestPath, readOnly: v.readOnly })),
+    nics:
+      options.network === 'enabled'
+        ? [
+            {
+              kind: 'user',
+              ports: (options.ports ?? []).map((p) => ({
+                protocol: p.protocol,
+                hostAddress: p.hostIp,
+                hostPort: p.hostPort,
+                guestPort: p.guestPort,
+              })),
+            },
+          ]
+        : [],
+    console: { logPath: paths.consoleLog },
+    agent: { socketPath: paths.agentSocket },
+    ...guestPolicy(options),
+    ...(options.seccomp ? { seccomp: true } : {}),
+    ...(options.jail ? { jail: true } : {}),
+  };
 }
 
 /** `JsBoxMetrics` of @boxlite-ai/boxlite (the fields measured so far). */
@@ -106,10 +158,27 @@ export function boxInfo(
       publishedPorts: publishedPortsOf(record, status, livePorts),
     },
     autoStop: 0,
-    autoDelete: record.options.autoRemove ? 0 : -1,
-    autoResume: false,
+    autoDelete: record.options.autoDelete ?? 0,
+    autoResume: record.options.autoResume ?? false,
     healthStatus: { state: 'None', failures: 0 },
   };
+}
+
+/** What `box.inspect()` adds to info(): the box's full configuration and where its files are. */
+export interface BoxInspection extends BoxInfo {
+  /** The box options as normalized at create(). */
+  config: NormalizedBoxOptions;
+  /** The image's OCI config (Env, Entrypoint, Cmd, User, WorkingDir, ...). */
+  imageConfig: BoxImage['config'];
+  paths: { dir: string; consoleLog: string };
+}
+
+export interface LogOptions {
+  /** Only the last N lines of what is there now. */
+  tail?: number;
+  /** Keep yielding what the console writes until the box stops (or `signal` aborts). */
+  follow?: boolean;
+  signal?: AbortSignal;
 }
 
 /** A box handle (`JsBox`). Several handles, in several processes, may point at one box. */
@@ -124,6 +193,10 @@ export class Box {
     bytesReceivedTotal: 0,
   };
   private nextExec = 1;
+  private stopping?: Promise<void>;
+  private removedByStop?: { status: BoxStatus; startedAt?: string };
+  /** Set by stop() and kill(): this handle is spent, as in the reference (runtime.get() makes a new one). */
+  private invalidated = false;
 
   /** @internal */
   constructor(
@@ -147,7 +220,24 @@ export class Box {
     return this.record;
   }
 
+  /** `box.snapshot` (issue 11): every call rejects with Unsupported until then. */
+  readonly snapshot: SnapshotHandle = unsupportedSnapshots;
+  /** `box.network` (tunnels, issue 9): every call rejects with Unsupported until then. */
+  readonly network: BoxNetworkHandle = unsupportedBoxNetwork;
+
+  /** Clones this box (issue 11): rejects with Unsupported until then. */
+  cloneBox(_options?: CloneOptions | null, _name?: string | null): Promise<Box> {
+    return notImplemented('cloneBox');
+  }
+
+  /** Exports this box to an archive (issue 11): rejects with Unsupported until then. */
+  export(_dest: string, _options?: ExportOptions | null): Promise<string> {
+    return notImplemented('box export');
+  }
+
   async info(): Promise<BoxInfo> {
+    // A box its own stop() removed (autoRemove) reads as the reference's handle shows it: stopped.
+    if (this.removedByStop) return boxInfo(this.record, this.removedByStop.status, undefined, this.removedByStop.startedAt);
     const { state, shim } = this.ctx.store.status(this.id);
     return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
   }
@@ -157,7 +247,73 @@ export class Box {
    * `detach` overrides the box option for this boot (the CLI's `start` uses it).
    */
   async start(options?: { detach?: boolean }): Promise<void> {
+    this.assertUsable();
     await this.connect(options?.detach);
+  }
+
+  /** The reference's rule: once stop() ran on a handle, exec/start/copy/metrics on it refuse (info, inspect, logs and stop still work). */
+  private assertUsable(): void {
+    if (this.invalidated) {
+      throw new StoppedError('Handle invalidated after stop(). Use runtime.get() to get a new handle.');
+    }
+  }
+
+  /** info() plus the full configuration and the box's file locations (`boxlite inspect`). */
+  async inspect(): Promise<BoxInspection> {
+    const paths = boxPaths(this.ctx.store.dir(this.id));
+    return {
+      ...(await this.info()),
+      config: this.record.options,
+      imageConfig: this.record.image.config,
+      paths: { dir: paths.dir, consoleLog: paths.consoleLog },
+    };
+  }
+
+  /**
+   * The guest console log (kernel and agent messages) as raw chunks: what is there (its last
+   * `tail` lines), then with `follow` whatever is appended until the box is no longer running.
+   * Works on a handle spent by stop(): the log outlives the VM.
+   */
+  async *logs(options: LogOptions = {}): AsyncGenerator<Buffer> {
+    const file = boxPaths(this.ctx.store.dir(this.id)).consoleLog;
+    const size = () => {
+      try {
+        return fs.statSync(file).size;
+      } catch {
+        return 0;
+      }
+    };
+    const readRange = (from: number, to: number): Buffer => {
+      const fd = fs.openSync(file, 'r');
+      try {
+        const buf = Buffer.alloc(to - from);
+        const n = fs.readSync(fd, buf, 0, buf.length, from);
+        return buf.subarray(0, n);
+      } finally {
+        fs.closeSync(fd);
+      }
+    };
+    let offset = size();
+    let first = offset > 0 ? readRange(0, offset) : Buffer.alloc(0);
+    if (options.tail !== undefined) {
+      if (!Number.isInteger(options.tail) || options.tail < 0) {
+        throw new InvalidArgumentError(`logs: tail must be a non-negative integer, got ${String(options.tail)}`);
+      }
+      first = lastLines(first, options.tail);
+    }
+    if (first.length) yield first;
+    if (!options.follow) return;
+    for (;;) {
+      const running = this.ctx.store.status(this.id).state.status === 'running';
+      const now = size();
+      if (now < offset) offset = 0; // truncated by a new boot: start over
+      if (now > offset) {
+        yield readRange(offset, now);
+        offset = now;
+      }
+      if (!running || options.signal?.aborted) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   /** The command `run` uses when given none: entrypoint + cmd with docker's override rules. */
@@ -167,9 +323,16 @@ export class Box {
 
   private connect(detach?: boolean): Promise<ShimClient> {
     if (this.client && !this.client.isClosed) return Promise.resolve(this.client);
-    this.starting ??= this.attachOrBoot(detach ?? this.record.options.detach).finally(() => {
-      this.starting = undefined;
-    });
+    this.starting ??= this.attachOrBoot(detach ?? this.record.options.detach)
+      .then((client) => {
+        // Booted here or attached to a VM another handle or process started: either way this
+        // runtime now runs it, so shutdown() stops it (the reference's runtime does the same).
+        this.ctx.onBoxStarted(this);
+        return client;
+      })
+      .finally(() => {
+        this.starting = undefined;
+      });
     return this.starting;
   }
 
@@ -192,29 +355,7 @@ export class Box {
     const config: ShimConfig = {
       boxId: this.id,
       boxDir: this.ctx.store.dir(this.id),
-      qemu: {
-        accel: accel.kind,
-        cpus: options.cpus,
-        memoryMib: options.memoryMib,
-        kernelPath: assets.kernelPath,
-        initrdPath: assets.initrdPath,
-        rootDiskPath: paths.disk,
-        volumes: options.volumes ?? [],
-        agentSocketPath: paths.agentSocket,
-        consoleLogPath: paths.consoleLog,
-        network:
-          options.network === 'enabled'
-            ? {
-                hostfwd: (options.ports ?? []).map((p) => ({
-                  protocol: p.protocol,
-                  hostAddress: p.hostIp,
-                  hostPort: p.hostPort,
-                  guestPort: p.guestPort,
-                })),
-              }
-            : null,
-        tscKhz: accel.kind === 'tcg' ? cachedHostTscKhz() : null,
-      },
+      plan: vmPlan(options, paths, assets, accel.kind),
       accelReason: accel.reason,
       agentTimeoutMs: this.ctx.agentTimeoutMs(accel.kind),
       stopTimeoutMs: 10_000,
@@ -247,7 +388,6 @@ export class Box {
           (this.metricsState.stageImagePrepareMs ?? 0) +
           (t4 - t0),
       );
-      this.ctx.onBoxStarted(this);
       return this.client;
     } catch (err) {
       if (launched) {
@@ -289,6 +429,7 @@ export class Box {
     timeoutSecs?: number | null,
     workingDir?: string | null,
   ): Promise<Execution> {
+    this.assertUsable();
     const opts: ExecOptions = { env, tty, user, timeoutSecs, workingDir };
     validateExec(command, args, opts);
     return this.spawn(command, args, env, tty, user, timeoutSecs, workingDir, false);
@@ -307,13 +448,15 @@ export class Box {
     return this.record.options.user ?? this.record.image.config.User ?? '';
   }
 
-  /** Copies a host file or directory into the box (docker cp semantics). */
+  /** Copies a host file or directory into the box (the reference's placement rules: copy.ts placeCopy); boots the box if needed. */
   async copyIn(hostPath: string, guestDest: string, options?: CopyOptions): Promise<void> {
+    this.assertUsable();
     await copyIn(this, hostPath, guestDest, options);
   }
 
-  /** Copies a file or directory out of the box (docker cp semantics); never follows a symlink on the host. */
+  /** Copies a file or directory out of the box (same rules); boots the box if needed; never follows a symlink on the host. */
   async copyOut(guestSrc: string, hostDest: string, options?: CopyOptions): Promise<void> {
+    this.assertUsable();
     await copyOut(this, guestSrc, hostDest, options);
   }
 
@@ -327,13 +470,8 @@ export class Box {
     workingDir: string | null | undefined,
     tool: boolean,
   ): Promise<Execution> {
-    // A configured box boots on its first exec; one that was stopped stays stopped until start().
-    if (!this.client || this.client.isClosed) {
-      const { state } = this.ctx.store.status(this.id);
-      if (state.status === 'stopped') {
-        throw new InvalidStateError(`cannot execute on stopped box ${this.id}; call start() first`);
-      }
-    }
+    this.assertUsable();
+    // A configured or stopped box boots on its first exec, as in the reference.
     const client = await this.connect();
     const image = this.record.image.config;
     const options = this.record.options;
@@ -374,7 +512,7 @@ export class Box {
                 onStdin: (bytes) => {
                   this.metricsState.bytesSentTotal += bytes;
                 },
-              });
+              }, !!tty);
               for (const early of pending) execution.handle(early);
               pending = [];
               resolve(execution);
@@ -396,8 +534,33 @@ export class Box {
   }
 
   /** Gracefully powers the VM off (bounded, then forced). Removes the box when autoRemove is set. */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    // A second stop() while one runs (shutdown() racing an explicit stop, `await using` after a
+    // stop that was not awaited) resolves when the VM is down, not before.
+    if (this.stopping) return this.stopping;
+    if (this.invalidated) return Promise.resolve();
+    this.stopping = this.stopOnce().finally(() => {
+      this.stopping = undefined;
+    });
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
+    // A boot in flight on this handle finishes first: stopping under it would leave its VM
+    // running unowned (and autoRemove would delete the box directory beneath it). Calls made
+    // meanwhile are refused at once: after a boot the box is not 'stopped', so this stop is real.
+    if (this.starting) {
+      this.invalidated = true;
+      await this.starting.catch(() => undefined);
+    }
     const { shim, state } = this.ctx.store.status(this.id);
+    if (!shim && state.status === 'stopped') {
+      // The reference: stop() of a stopped box is a no-op that leaves the handle usable. A VM
+      // that died under this handle still has its connection and runtime entry to drop.
+      this.release();
+      return;
+    }
+    this.invalidated = true;
     if (shim) {
       this.ctx.store.writeState(this.id, { ...state, status: 'stopping' });
       try {
@@ -418,16 +581,25 @@ export class Box {
         }
       }
     }
+    this.release();
+    if (this.record.options.autoRemove) {
+      this.removedByStop = { status: shim ? 'stopped' : state.status, startedAt: state.startedAt };
+      this.ctx.store.remove(this.id);
+    }
+  }
+
+  /** Drops this handle's link to the VM and its place among the runtime's running boxes. */
+  private release(): void {
     this.client?.close();
     this.client = undefined;
     this.watchdog?.destroy();
     this.watchdog = undefined;
     this.ctx.onBoxStopped(this);
-    if (this.record.options.autoRemove) this.ctx.store.remove(this.id);
   }
 
   /** @internal Force the VM down now (used by remove(force) and shutdown). */
   async kill(): Promise<void> {
+    this.invalidated = true;
     const { shim } = this.ctx.store.status(this.id);
     if (shim) {
       // Only processes proven to be this box's (pid + start time): a stale pid may be anyone's.
@@ -435,11 +607,7 @@ export class Box {
       if (shim.qemuPid) killProcess(shim.qemuPid, shim.qemuStartTime);
       await waitForExit(shim.shimPid, 5_000);
     }
-    this.client?.close();
-    this.client = undefined;
-    this.watchdog?.destroy();
-    this.watchdog = undefined;
-    this.ctx.onBoxStopped(this);
+    this.release();
   }
 
   /**
@@ -447,6 +615,8 @@ export class Box {
    * cpuPercent over a 200 ms sample (100 = one host core busy), memoryBytes = resident set.
    */
   async metrics(): Promise<BoxMetrics> {
+    this.assertUsable();
+    await this.connect();
     const out: BoxMetrics = { ...this.metricsState };
     const shim = this.ctx.store.liveShim(this.id);
     if (shim?.qemuPid) {
@@ -464,6 +634,7 @@ export class Box {
 
   /** Round trip of one PING between the shim and the guest agent (the raw link baseline). */
   async pingAgent(): Promise<number> {
+    this.assertUsable();
     const client = await this.connect();
     const reply = await client.request('ping');
     return reply.rttMs as number;
@@ -472,6 +643,18 @@ export class Box {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** The last n lines of a log (a final line without '\n' counts as one). */
+export function lastLines(buf: Buffer, n: number): Buffer {
+  if (n === 0) return Buffer.alloc(0);
+  let end = buf.length;
+  if (end > 0 && buf[end - 1] === 0x0a) end--;
+  let start = end;
+  for (let seen = 0; start > 0; start--) {
+    if (buf[start - 1] === 0x0a && ++seen === n) break;
+  }
+  return buf.subarray(start);
 }
 
 /** USER_HZ: 100 on every Linux architecture BoxLite runs on. */

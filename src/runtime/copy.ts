@@ -77,21 +77,71 @@ async function runTool(box: CopyTarget, args: string[]): Promise<{ code: number;
   return { code: exitCode, stdout: out.toString('utf8'), stderr: err.toString('utf8') };
 }
 
-type GuestKind = 'dir' | 'none' | 'other';
+export type PathKind = 'dir' | 'none' | 'other';
 
-async function guestKind(box: CopyTarget, p: string): Promise<GuestKind> {
+/**
+ * What each guest path is, in one toolbox run (shell builtins only, so nothing of the image is
+ * used). `nofollow`: a symlink counts as 'other' even when it points at a directory.
+ */
+async function guestKinds(box: CopyTarget, paths: string[], nofollow = false): Promise<PathKind[]> {
   const r = await runTool(box, [
     'sh',
     '-c',
-    'if [ -d "$1" ]; then echo dir; elif [ -e "$1" ] || [ -L "$1" ]; then echo other; else echo none; fi',
+    'nf=$1; shift; for p; do if [ "$nf" = 1 ] && [ -L "$p" ]; then echo other; elif [ -d "$p" ]; then echo dir; ' +
+      'elif [ -e "$p" ] || [ -L "$p" ]; then echo other; else echo none; fi; done',
     'sh',
-    p,
+    nofollow ? '1' : '0',
+    ...paths,
   ]);
-  const kind = r.stdout.trim();
-  if (r.code !== 0 || !['dir', 'none', 'other'].includes(kind)) {
-    throw new ExecutionError(`copy: cannot inspect ${p} in the box: ${r.stderr.trim() || `exit ${r.code}`}`);
+  const kinds = r.stdout.split('\n').filter(Boolean);
+  if (r.code !== 0 || kinds.length !== paths.length || kinds.some((k) => !['dir', 'none', 'other'].includes(k))) {
+    throw new ExecutionError(`copy: cannot inspect ${paths.join(', ')} in the box: ${r.stderr.trim() || `exit ${r.code}`}`);
   }
-  return kind as GuestKind;
+  return kinds as PathKind[];
+}
+
+function hostKind(p: string): PathKind {
+  try {
+    return fs.statSync(p).isDirectory() ? 'dir' : 'other'; // the destination itself may be a symlink the caller chose
+  } catch {
+    return 'none';
+  }
+}
+
+/** Where a copy lands: the archive is unpacked in `dir` (created when `create`), its root entry named `top`. */
+export interface Placement {
+  dir: string;
+  /** Name of the source's root entry under `dir`; '' = the source's contents go straight into `dir`. */
+  top: string;
+  create: boolean;
+}
+
+/**
+ * The reference's placement rules (same both ways), for POSIX paths:
+ * - a directory lands as DEST/<its name> with includeParent (the default), whether DEST exists
+ *   or not (DEST is created); without it, its contents go into DEST;
+ * - a file (or a symlink copied as a link) lands in DEST when DEST is a directory or ends in '/'
+ *   (created then), else it becomes DEST itself, its parent directories created.
+ */
+export function placeCopy(
+  source: { name: string; isDir: boolean },
+  dest: string,
+  destKind: PathKind,
+  o: Pick<Resolved, 'includeParent'>,
+  what: string,
+): Placement {
+  const slash = dest.length > 1 && dest.endsWith('/');
+  const d = slash ? dest.replace(/\/+$/, '') || '/' : dest;
+  if (source.isDir) {
+    if (destKind === 'other') throw new ConfigError(`${what}: cannot copy directory ${source.name} onto file ${d}`);
+    return { dir: d, top: o.includeParent ? source.name : '', create: destKind === 'none' };
+  }
+  if (slash || destKind === 'dir') {
+    if (destKind === 'other') throw new ConfigError(`${what}: ${d} exists and is not a directory`);
+    return { dir: d, top: source.name, create: destKind === 'none' };
+  }
+  if (d === '/') throw new ConfigError(`${what}: bad destination /`);
+  return { dir: path.posix.dirname(d), top: path.posix.basename(d), create: true };
 }
 
 function tarError(what: string, stderr: string, code: number): ExecutionError {
@@ -150,20 +200,16 @@ export async function copyIn(box: CopyTarget, hostPath: string, guestDest: strin
   if (isDir && !o.recursive) throw new ConfigError(`copyIn: ${hostPath} is a directory and recursive is false`);
   if (!isDir && !st.isFile() && !st.isSymbolicLink()) throw new ConfigError(`copyIn: ${hostPath} is not a file, directory or symlink`);
 
-  // docker cp: into an existing directory, or created under the destination's name.
-  const kind = await guestKind(box, dest);
-  let dir: string;
-  let top: string;
-  if (kind === 'dir') {
-    dir = dest;
-    top = isDir && !o.includeParent ? '' : path.basename(path.resolve(hostPath));
-  } else {
-    if (guestDest.endsWith('/')) throw new ConfigError(`copyIn: destination directory ${guestDest} does not exist in the box`);
-    if (kind === 'other' && isDir) throw new ConfigError(`copyIn: cannot copy directory ${hostPath} onto file ${dest}`);
-    if (dest === '/') throw new ConfigError('copyIn: bad destination /');
-    dir = path.posix.dirname(dest);
-    top = path.posix.basename(dest);
+  const bare = dest.length > 1 ? dest.replace(/\/+$/, '') || '/' : dest;
+  const [kind, parentKind] = await guestKinds(box, [bare, path.posix.dirname(bare)]);
+  const place = placeCopy({ name: path.basename(path.resolve(hostPath)), isDir }, dest, kind!, o, 'copyIn');
+  // The archive unpacks in DEST itself or, for a file onto a new name, in DEST's parent: create it only when missing.
+  if (place.create && (place.dir === bare ? kind : parentKind) !== 'dir') {
+    const r = await runTool(box, ['mkdir', '-p', '--', place.dir]);
+    if (r.code !== 0) throw tarError(`copyIn: cannot create ${place.dir} in the box`, r.stderr, r.code);
   }
+  const dir = place.dir;
+  const top = place.top;
 
   const args = ['tar', '-x', '-f', '-', '-C', dir];
   if (isRoot(box.defaultUser())) args.push('-o'); // files belong to the exec user, never to host ids
@@ -360,30 +406,20 @@ export async function copyOut(box: CopyTarget, guestSrc: string, hostDest: strin
   const src = guestPath(guestSrc, 'copyOut source');
   if (src === '/') throw new ConfigError('copyOut: copying the whole root filesystem is not supported');
   const srcName = path.posix.basename(src);
+  const [srcKind] = await guestKinds(box, [src], !o.followSymlinks);
+  if (srcKind === 'none') throw new ExecutionError(`copyOut: ${src}: No such file or directory`);
+  const isDir = srcKind === 'dir';
+  if (isDir && !o.recursive) throw new ConfigError(`copyOut: ${src} is a directory and recursive is false`);
 
-  // Where it lands (docker cp): into an existing directory, else created under hostDest's name.
-  const destAbs = path.resolve(hostDest);
-  let destStat: fs.Stats | undefined;
-  try {
-    destStat = fs.statSync(destAbs); // the destination itself may be a symlink the caller chose
-  } catch {
-    destStat = undefined;
-  }
-  let base: string;
-  let topName: string;
-  if (destStat?.isDirectory()) {
-    base = destAbs;
-    topName = srcName;
-  } else {
-    base = path.dirname(destAbs);
-    topName = path.basename(destAbs);
-    let parent: fs.Stats | undefined;
+  const destAbs = path.resolve(hostDest) + (hostDest.length > 1 && hostDest.endsWith('/') ? '/' : '');
+  const place = placeCopy({ name: srcName, isDir }, destAbs, hostKind(path.resolve(hostDest)), o, 'copyOut');
+  const base = place.dir;
+  if (place.create) {
     try {
-      parent = fs.statSync(base);
-    } catch {
-      parent = undefined;
+      fs.mkdirSync(base, { recursive: true });
+    } catch (err) {
+      throw new ConfigError(`copyOut: cannot create ${base}: ${(err as Error).message}`);
     }
-    if (!parent?.isDirectory()) throw new ConfigError(`copyOut: the parent directory of ${hostDest} does not exist`);
   }
 
   const args = ['tar', '-c', '-f', '-'];
@@ -393,25 +429,11 @@ export async function copyOut(box: CopyTarget, guestSrc: string, hostDest: strin
   await (await ex.stdin()).close();
   const stderrP = collect(ex, 'stderr');
 
-  let topIsDir: boolean | undefined;
-  let configError: BoxliteError | undefined;
-  const map = (name: string, type: string): string | null => {
+  const map = (name: string): string => {
     const parts = name.split('/');
     if (parts[0] !== srcName) throw new ExecutionError(`copyOut: unexpected archive entry ${JSON.stringify(name)}`);
-    if (topIsDir === undefined) {
-      topIsDir = parts.length === 1 ? type === 'directory' : true;
-      if (topIsDir && !o.recursive) {
-        configError = new ConfigError(`copyOut: ${src} is a directory and recursive is false`);
-        throw configError;
-      }
-      if (topIsDir && destStat && !destStat.isDirectory()) {
-        configError = new ConfigError(`copyOut: cannot copy directory ${src} onto file ${hostDest}`);
-        throw configError;
-      }
-    }
     const rest = parts.slice(1);
-    if (topIsDir && destStat?.isDirectory() && !o.includeParent) return rest.join('/'); // '' = the top itself: skipped
-    return [topName, ...rest].join('/');
+    return place.top ? [place.top, ...rest].join('/') : rest.join('/'); // '' = the top itself: skipped
   };
   let extractError: unknown;
   try {
@@ -427,7 +449,6 @@ export async function copyOut(box: CopyTarget, guestSrc: string, hostDest: strin
   }
   const stderr = (await stderrP).toString('utf8');
   const { exitCode } = await ex.wait();
-  if (configError) throw configError;
   if (exitCode !== 0 && !extractError) throw tarError(`copyOut of ${src} failed`, stderr, exitCode);
   if (exitCode !== 0 && extractError && !(extractError instanceof BoxliteError)) throw tarError(`copyOut of ${src} failed`, stderr, exitCode);
   if (extractError) {

@@ -1,6 +1,6 @@
 import { StringDecoder } from 'node:string_decoder';
 import { ExitReason, type Message } from '../protocol/codec.js';
-import type { BoxliteError } from '../errors/index.js';
+import { InvalidStateError, type BoxliteError } from '../errors/index.js';
 import type { ExecChannel } from '../shim/client.js';
 
 export interface ExecResult {
@@ -164,6 +164,7 @@ export class Execution {
     private readonly channel: ExecChannel,
     readonly pid: number,
     private readonly hooks: { onExit(r: ExecResult): void; onStdin(bytes: number): void },
+    private readonly tty = false,
   ) {
     this.out = new ExecOutput((n) => channel.grant(1, n));
     this.err = new ExecOutput((n) => channel.grant(2, n));
@@ -242,7 +243,12 @@ export class Execution {
     if (!this.exited) await this.channel.signal(signal);
   }
 
+  /**
+   * Resizes the execution's pseudo-terminal. Without one there is nothing to resize: the
+   * reference's guest rejects that request too, so it is an error, not a silent no-op.
+   */
   async resizeTty(rows: number, cols: number): Promise<void> {
+    if (!this.tty) throw new InvalidStateError(`execution ${this.execId} has no TTY (started without tty: true); cannot resize it`);
     if (!this.exited) await this.channel.resize(rows, cols);
   }
 }

@@ -2,14 +2,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { ConfigError } from '../errors/index.js';
+import { ConfigError, UnsupportedError } from '../errors/index.js';
+import { normalizeCapabilities } from './capabilities.js';
 
 export const DEFAULT_CPUS = 1;
 export const DEFAULT_MEMORY_MIB = 512;
 export const MIN_MEMORY_MIB = 128;
 export const MAX_MEMORY_MIB = 65536;
 
-/** `JsBoxOptions` of @boxlite-ai/boxlite 0.10 (the fields this runtime implements). */
+/** The image a box gets when it names neither `image` nor `rootfsPath` (the reference's default). */
+export const DEFAULT_IMAGE = 'alpine:latest';
+
+/** `JsBoxOptions` of @boxlite-ai/boxlite 0.10: every field, validated by normalizeBoxOptions. */
 export interface BoxOptions {
   image?: string;
   rootfsPath?: string;
@@ -18,15 +22,94 @@ export interface BoxOptions {
   diskSizeGb?: number;
   workingDir?: string;
   env?: Array<{ key: string; value: string }>;
-  volumes?: VolumeSpec[];
-  network?: { mode?: 'enabled' | 'disabled'; outbound?: { mode: 'enabled' | 'disabled'; allowNet?: string[] }; inbound?: unknown; allowNet?: string[] };
+  volumes?: Array<VolumeSpec | ManagedVolumeSpec>;
+  network?: NetworkSpec;
   ports?: PortSpec[];
+  /**
+   * @deprecated Use autoDelete. Remove the box when it stops; an explicit autoDelete wins.
+   */
   autoRemove?: boolean;
   detach?: boolean;
+  /** Idle seconds before the box is stopped; 0 disables (the only value supported yet). */
+  autoStop?: number;
+  /** Seconds after stop before the box is deleted; 0 disables (delays are not supported yet). */
+  autoDelete?: number;
+  /** Whether access resumes an auto-stopped box (reported by info()). */
+  autoResume?: boolean;
   entrypoint?: string[];
   cmd?: string[];
   user?: string;
-  secrets?: unknown[];
+  advanced?: AdvancedBoxOptions;
+  security?: SecurityOptions;
+  healthCheck?: HealthCheckOptions;
+  secrets?: Secret[];
+}
+
+/** `JsManagedVolumeSpec`: a runtime-managed volume by id or name (not supported by the local runtime yet). */
+export interface ManagedVolumeSpec {
+  managedVolume: string;
+  guestPath: string;
+  readOnly?: false;
+}
+
+/** `JsNetworkSpec` / `NetworkSpec` of the reference. */
+export interface NetworkSpec {
+  outbound?: OutboundNetworkSpec;
+  inbound?: InboundNetworkSpec;
+  /** @deprecated Use `outbound.mode`. */
+  mode?: 'enabled' | 'disabled';
+  /** @deprecated Use `outbound.allowNet`. */
+  allowNet?: string[];
+}
+
+export interface OutboundNetworkSpec {
+  mode: 'enabled' | 'disabled';
+  allowNet?: string[];
+}
+
+export interface InboundNetworkSpec {
+  mode: 'enabled' | 'disabled';
+  allowNet?: string[];
+}
+
+/** `Secret` / `JsSecret` of the reference: substituted into outbound HTTPS on the host. */
+export interface Secret {
+  name: string;
+  value: string;
+  hosts?: string[];
+  placeholder?: string;
+}
+
+/** `SecurityOptions` / `JsSecurityOptions` of the reference. */
+export interface SecurityOptions {
+  jailerEnabled?: boolean;
+  seccompEnabled?: boolean;
+  maxOpenFiles?: number;
+  maxFileSize?: number;
+  maxProcesses?: number;
+  maxMemory?: number;
+  maxCpuTime?: number;
+  /** macOS only in the reference; accepted and without effect on Linux, as there. */
+  networkEnabled?: boolean;
+  closeFds?: boolean;
+}
+
+/** `JsHealthCheckOptions` of the reference (seconds). */
+export interface HealthCheckOptions {
+  interval: number;
+  timeout: number;
+  retries: number;
+  startPeriod: number;
+}
+
+/** `ContainerCapabilities` of the reference: changes to the docker-like capability baseline. */
+export interface ContainerCapabilities {
+  add?: string[];
+  drop?: string[];
+}
+
+export interface AdvancedBoxOptions {
+  capabilities?: ContainerCapabilities;
 }
 
 /** `JsHostPathVolumeSpec` of @boxlite-ai/boxlite 0.10: a host directory shared into the box. */
@@ -52,7 +135,8 @@ export interface PortSpec {
   /** Host port; 0 or absent: the OS picks a free one (see info().network.publishedPorts). */
   hostPort?: number;
   guestPort: number;
-  protocol?: 'tcp' | 'udp';
+  /** "tcp" (default) or "udp"; typed as string like the reference's, checked when the box is created. */
+  protocol?: string;
   /** Host address to bind (IPv4); default 127.0.0.1. */
   hostIp?: string;
 }
@@ -81,10 +165,28 @@ export interface NormalizedBoxOptions {
   ports?: NormalizedPort[];
   autoRemove: boolean;
   detach: boolean;
+  /** Seconds after stop before deletion; 0 (disabled) is the only value supported yet. Absent in older configs. */
+  autoDelete?: number;
+  /** Absent in older configs: read as false. */
+  autoResume?: boolean;
   entrypoint?: string[];
   cmd?: string[];
   user?: string;
+  /** `advanced.capabilities` in canonical form (src/runtime/capabilities.ts); absent: docker's baseline. */
+  capabilities?: { add: string[]; drop: string[] };
+  /** The `security` rlimits, applied by the agent to every execution; absent: none. */
+  limits?: ResourceLimits;
+  /** `security.seccompEnabled`: the VM process runs under the VMM's syscall filter. */
+  seccomp?: boolean;
+  /** `security.jailerEnabled`: the VM process runs in the jailer (src/vmm/jail.ts). */
+  jail?: boolean;
 }
+
+/** The rlimits of `security` (RLIMIT_NOFILE, _FSIZE, _NPROC, _AS, _CPU), soft = hard. */
+export type ResourceLimits = Partial<Record<(typeof RESOURCE_LIMIT_FIELDS)[number], number>>;
+/** The guest kernel's fs.nr_open (its default): the highest RLIMIT_NOFILE it accepts. */
+export const GUEST_NR_OPEN = 1048576;
+export const RESOURCE_LIMIT_FIELDS = ['maxOpenFiles', 'maxFileSize', 'maxProcesses', 'maxMemory', 'maxCpuTime'] as const;
 
 const envName = z
   .string()
@@ -92,6 +194,8 @@ const envName = z
   .refine((k) => !k.includes('=') && !k.includes('\0'), "must not contain '=' or NUL");
 
 const mode = z.enum(['enabled', 'disabled']);
+
+const u64 = z.number().int('must be an integer').min(0, 'must be >= 0').max(Number.MAX_SAFE_INTEGER, 'exceeds Number.MAX_SAFE_INTEGER');
 
 const portSpec = z
   .object({
@@ -139,15 +243,57 @@ function schema(hostCpus: number) {
       env: z.array(z.object({ key: envName, value: z.string().refine((v) => !v.includes('\0'), 'must not contain NUL') })).optional(),
       volumes: z.array(z.record(z.unknown())).max(MAX_VOLUMES, `must have at most ${MAX_VOLUMES} entries`).optional(),
       ports: z.array(portSpec).optional(),
-      secrets: z.array(z.unknown()).max(0, 'secrets are not supported by this version yet').optional(),
+      secrets: z
+        .array(
+          z
+            .object({
+              name: z.string().min(1, 'must be a non-empty name'),
+              value: z.string(),
+              hosts: z.array(z.string()).optional(),
+              placeholder: z.string().optional(),
+            })
+            .strict(),
+        )
+        .optional(),
       network: z
         .object({
           mode: mode.optional(),
-          allowNet: z.array(z.string()).max(0, 'allowNet is not supported by this version yet').optional(),
-          outbound: z.object({ mode, allowNet: z.array(z.string()).max(0, 'allowNet is not supported by this version yet').optional() }).optional(),
-          inbound: z.unknown().optional(),
+          allowNet: z.array(z.string()).optional(),
+          outbound: z.object({ mode, allowNet: z.array(z.string()).optional() }).strict().optional(),
+          inbound: z.object({ mode, allowNet: z.array(z.string()).optional() }).strict().optional(),
         })
+        .strict()
         .refine((n) => !(n.outbound && (n.mode || n.allowNet)), 'cannot mix outbound with the deprecated mode/allowNet')
+        .optional(),
+      autoStop: z.number().int('must be an integer').min(0, 'must be >= 0 seconds (0 disables)').optional(),
+      autoDelete: z.number().int('must be an integer').min(0, 'must be >= 0 seconds (0 disables)').optional(),
+      autoResume: z.boolean().optional(),
+      healthCheck: z
+        .object({ interval: z.number().min(0), timeout: z.number().min(0), retries: z.number().int().min(0), startPeriod: z.number().min(0) })
+        .strict()
+        .optional(),
+      security: z
+        .object({
+          jailerEnabled: z.boolean().optional(),
+          seccompEnabled: z.boolean().optional(),
+          maxOpenFiles: u64.optional(),
+          maxFileSize: u64.optional(),
+          maxProcesses: u64.optional(),
+          maxMemory: u64.optional(),
+          maxCpuTime: u64.optional(),
+          networkEnabled: z.boolean().optional(),
+          closeFds: z.boolean().optional(),
+        })
+        .strict()
+        .optional(),
+      advanced: z
+        .object({
+          capabilities: z
+            .object({ add: z.array(z.string()).optional(), drop: z.array(z.string()).optional() })
+            .strict()
+            .optional(),
+        })
+        .strict()
         .optional(),
       autoRemove: z.boolean().optional(),
       detach: z.boolean().optional(),
@@ -155,7 +301,7 @@ function schema(hostCpus: number) {
       cmd: z.array(z.string()).optional(),
       user: z.string().regex(/^[A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$/, 'must be "uid", "uid:gid" or "name[:group]"').optional(),
     })
-    .passthrough();
+    .strict();
 }
 
 /** Validates box options; every problem is a ConfigError naming the field, raised before anything starts. */
@@ -165,13 +311,26 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
     const issue = parsed.error.issues[0]!;
     const field = issue.path.length ? issue.path.join('.').replace(/\.(\d+)/g, '[$1]') : 'options';
     const got = valueAt(options, issue.path);
+    if (issue.code === z.ZodIssueCode.unrecognized_keys) {
+      throw new ConfigError(`${field} has no field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`);
+    }
     const gotText = got === undefined || typeof got === 'object' ? '' : `, got ${JSON.stringify(got)}`;
     throw new ConfigError(`${field} ${issue.message}${gotText}`);
   }
   const o = parsed.data;
-  if (!o.image && !o.rootfsPath) throw new ConfigError('image or rootfsPath is required');
+  rejectUnimplemented(o);
+  if (o.detach && autoRemoves(o)) {
+    throw new ConfigError('detach: true cannot be combined with auto-remove (autoRemove: true); a detached box outlives its creator, so set autoRemove: false');
+  }
   if (o.rootfsPath && !fs.existsSync(o.rootfsPath)) {
     throw new ConfigError(`rootfsPath does not exist: ${o.rootfsPath}`);
+  }
+  const capabilities = normalizeCapabilities(o.advanced?.capabilities);
+  const limits: ResourceLimits = {};
+  for (const k of RESOURCE_LIMIT_FIELDS) if (o.security?.[k] !== undefined) limits[k] = o.security[k];
+  // Above the guest kernel's fs.nr_open setrlimit fails, and with it every execution.
+  if ((limits.maxOpenFiles ?? 0) > GUEST_NR_OPEN) {
+    throw new ConfigError(`security.maxOpenFiles must be at most ${GUEST_NR_OPEN} (the guest kernel's fs.nr_open), got ${limits.maxOpenFiles}`);
   }
   const volumes = normalizeVolumes(o.volumes ?? []);
   const network = o.network?.outbound?.mode ?? o.network?.mode ?? 'enabled';
@@ -195,7 +354,7 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
     seen.set(key, i);
   }
   return {
-    image: o.rootfsPath ? undefined : o.image,
+    image: o.rootfsPath ? undefined : (o.image ?? DEFAULT_IMAGE),
     rootfsPath: o.rootfsPath,
     cpus: o.cpus ?? DEFAULT_CPUS,
     memoryMib: o.memoryMib ?? DEFAULT_MEMORY_MIB,
@@ -205,21 +364,52 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
     network,
     volumes,
     ports,
-    autoRemove: o.autoRemove ?? false,
+    autoRemove: autoRemoves(o),
     detach: o.detach ?? false,
+    autoDelete: o.autoDelete ?? 0,
+    autoResume: o.autoResume ?? false,
     entrypoint: o.entrypoint,
     cmd: o.cmd,
     user: o.user,
+    ...(capabilities ? { capabilities } : {}),
+    ...(Object.keys(limits).length ? { limits } : {}),
+    ...(o.security?.seccompEnabled ? { seccomp: true } : {}),
+    ...(o.security?.jailerEnabled ? { jail: true } : {}),
   };
+}
+
+/** The reference's precedence: an explicit autoDelete wins over the deprecated autoRemove. */
+function autoRemoves(o: { autoRemove?: boolean; autoDelete?: number }): boolean {
+  return o.autoDelete !== undefined ? false : (o.autoRemove ?? false);
+}
+
+/**
+ * Options whose feature a later version delivers: refused with a coded Unsupported error
+ * instead of being accepted and silently ignored. Default values (0, false, []) are accepted.
+ */
+function rejectUnimplemented(o: Omit<BoxOptions, 'volumes'> & { volumes?: unknown[] }): void {
+  const notYet = (what: string, hint?: string) => new UnsupportedError(`${what} not implemented yet${hint ? `; ${hint}` : ''}`);
+  if (o.autoStop) throw notYet(`autoStop (stopping an idle box after ${o.autoStop} s)`);
+  if (o.autoDelete) throw notYet(`autoDelete after a delay (${o.autoDelete} s)`, 'autoRemove: true removes the box when it stops');
+  if (o.healthCheck) throw notYet('healthCheck');
+  if (o.secrets?.length) throw notYet('secrets (host-side HTTPS secret substitution)');
+  const net = o.network;
+  if (net?.allowNet?.length || net?.outbound?.allowNet?.length) throw notYet('network allowNet (outbound allowlist)');
+  if (net?.inbound?.allowNet?.length) throw notYet('network.inbound.allowNet');
+  if (net?.inbound?.mode === 'enabled') throw notYet('network.inbound.mode "enabled" (publicly reachable box)');
+  for (const [i, v] of (o.volumes ?? []).entries()) {
+    if (v && typeof v === 'object' && 'managedVolume' in v) throw notYet(`volumes[${i}].managedVolume (managed volumes)`);
+  }
+  const sec = o.security;
+  if (sec) {
+    if (sec.closeFds === false) throw notYet('security.closeFds: false');
+  }
 }
 
 function normalizeVolumes(specs: Array<Record<string, unknown>>): NormalizedVolume[] {
   const out: NormalizedVolume[] = [];
   for (const [i, v] of specs.entries()) {
     const bad = (what: string) => new ConfigError(`volumes[${i}].${what}`);
-    if ('managedVolume' in v || 'volumeName' in v) {
-      throw new ConfigError(`volumes[${i}]: managed volumes are not supported by the local runtime`);
-    }
     const { hostPath, guestPath, readOnly } = v;
     if (typeof hostPath !== 'string' || hostPath.length === 0) throw bad('hostPath is required (a host directory)');
     if (hostPath.includes('\0')) throw bad('hostPath must not contain NUL');

@@ -1,17 +1,18 @@
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ulid } from 'ulid';
-import { InvalidStateError, NotFoundError, toBoxliteError } from '../errors/index.js';
+import { InvalidArgumentError, InvalidStateError, NotFoundError, toBoxliteError, UnsupportedError } from '../errors/index.js';
 import { parseRegistries, type RegistrySettings } from '../images/registry/index.js';
 import { ImageStore } from '../images/store.js';
 import { createOverlay, prepareRootfs } from '../images/rootfs.js';
 import { BoxStore } from '../store/boxes.js';
-import { ensureHome, resolveHome, type HomeLayout } from '../store/home.js';
+import { boxPaths, ensureHome, resolveHome, type HomeLayout } from '../store/home.js';
 import { detectAccelerator, type Accelerator } from '../vmm/accel.js';
 import { locateGuestAssets, type GuestAssets } from '../vmm/assets.js';
+import { ensureEngine } from '../vmm/engine.js';
 import { Box, boxInfo, type BoxInfo, type BoxRecordT } from './box.js';
 import type { RuntimeContext, RuntimeMetrics } from './context.js';
 import type { BoxImage } from './image.js';
+import { notImplemented, unsupportedVolumes, type VolumeHandle } from './handles.js';
 import { Images } from './images.js';
 import { normalizeBoxOptions, type BoxOptions } from './options.js';
 
@@ -22,7 +23,6 @@ export interface RuntimeOptions {
   imageRegistries?: RegistrySettings[];
 }
 
-const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const VERSION = '0.1.0';
 
 export interface SystemInfo {
@@ -34,10 +34,6 @@ export interface SystemInfo {
   boxes: number;
   runningBoxes: number;
   images: number;
-}
-
-export function defaultAgentBinary(env: NodeJS.ProcessEnv = process.env): string {
-  return env.BOXLITE_GUEST_AGENT ?? path.join(PACKAGE_ROOT, 'guest', 'build', 'boxlite-guest');
 }
 
 /**
@@ -52,6 +48,8 @@ export class JsBoxlite {
   readonly home: HomeLayout;
   /** `runtime.images`: pull, list, remove, prune, load. */
   readonly images: Images;
+  /** `runtime.volumes`: managed volumes (issue 11); every call rejects with Unsupported until then. */
+  readonly volumes: VolumeHandle = unsupportedVolumes;
   private readonly store: BoxStore;
   private readonly imageStore: ImageStore;
   private readonly live = new Set<Box>();
@@ -65,19 +63,21 @@ export class JsBoxlite {
   private assets?: Promise<GuestAssets>;
   private accel?: Accelerator;
   private readonly ctx: RuntimeContext;
-  private closed = false;
+  private closed?: 'closed' | 'shut down';
+  private shuttingDown?: Promise<void>;
 
   constructor(options: RuntimeOptions = {}) {
     this.home = resolveHome(options.homeDir);
     this.store = new BoxStore(this.home.boxes, this.home.db);
     this.imageStore = new ImageStore(this.home.images, this.home.db);
-    this.images = new Images(this.imageStore, this.store, parseRegistries(options.imageRegistries ?? []));
+    this.images = new Images(this.imageStore, this.store, parseRegistries(options.imageRegistries ?? []), () => this.assertOpen());
     this.ctx = {
       home: this.home,
       store: this.store,
       metrics: this.runtimeMetrics,
       guestAssets: () => {
-        this.assets ??= locateGuestAssets(this.home.root, defaultAgentBinary()).catch((err: unknown) => {
+        // QEMU is checked here, with the guest runtime: both are needed before any boot.
+        this.assets ??= Promise.all([ensureEngine(), locateGuestAssets()]).then(([, assets]) => assets).catch((err: unknown) => {
           this.assets = undefined;
           throw toBoxliteError(err, 'Engine');
         });
@@ -111,6 +111,7 @@ export class JsBoxlite {
 
   /** The process-wide runtime on the default home (`BOXLITE_HOME` or ~/.boxlite). */
   static withDefaultConfig(): JsBoxlite {
+    if (JsBoxlite.defaultRuntime?.closed) JsBoxlite.defaultRuntime = undefined;
     return (JsBoxlite.defaultRuntime ??= new JsBoxlite(JsBoxlite.defaultOptions));
   }
 
@@ -118,6 +119,23 @@ export class JsBoxlite {
   static initDefault(options: RuntimeOptions): void {
     JsBoxlite.defaultOptions = options;
     JsBoxlite.defaultRuntime = undefined;
+  }
+
+  /**
+   * A runtime on a remote BoxLite REST server (issue 10). Throws Unsupported until then; the
+   * options are checked first so a malformed call is reported as such.
+   */
+  static rest(options: { url: string; credential?: unknown; pathPrefix?: string }): JsBoxlite {
+    if (!options || typeof options.url !== 'string' || options.url.length === 0) {
+      throw new InvalidArgumentError('JsBoxlite.rest needs BoxliteRestOptions with a url');
+    }
+    throw new UnsupportedError('REST runtime (JsBoxlite.rest) not implemented yet');
+  }
+
+  /** Imports a box from a `.boxlite` archive (issue 11): rejects with Unsupported until then. */
+  async importBox(_archivePath: string, _name?: string | null): Promise<Box> {
+    this.assertOpen();
+    return notImplemented('importBox');
   }
 
   /** Creates a box (state `configured`); its VM boots on start() or the first exec(). */
@@ -157,7 +175,7 @@ export class JsBoxlite {
     };
     this.store.create(record);
     try {
-      await createOverlay(image.rootfsBase, path.join(this.store.dir(record.id), 'disk.qcow2'), normalized.diskSizeGb);
+      await createOverlay(image.rootfsBase, boxPaths(this.store.dir(record.id)).disk, normalized.diskSizeGb);
     } catch (err) {
       this.store.remove(record.id);
       throw toBoxliteError(err, 'Storage');
@@ -172,6 +190,7 @@ export class JsBoxlite {
 
   /** Returns the box with this name, creating it when there is none. */
   async getOrCreate(options: BoxOptions, name?: string | null): Promise<{ created: boolean; box: Box }> {
+    this.assertOpen();
     if (name) {
       const existing = await this.get(name);
       if (existing) return { created: false, box: existing };
@@ -188,6 +207,7 @@ export class JsBoxlite {
   }
 
   async getInfo(idOrName: string): Promise<BoxInfo | null> {
+    this.assertOpen();
     const record = this.store.find<BoxRecordT['options'], BoxImage>(idOrName);
     if (!record) return null;
     const { state, shim } = this.store.status(record.id);
@@ -195,6 +215,7 @@ export class JsBoxlite {
   }
 
   async listInfo(): Promise<BoxInfo[]> {
+    this.assertOpen();
     return this.store.list<BoxRecordT['options'], BoxImage>().map((record) => {
       const { state, shim } = this.store.status(record.id);
       return boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
@@ -203,6 +224,7 @@ export class JsBoxlite {
 
   /** Removes a box and its disk. A running box needs force (it is then killed). */
   async remove(idOrName: string, force?: boolean | null): Promise<void> {
+    this.assertOpen();
     const record = this.store.find<BoxRecordT['options'], BoxImage>(idOrName);
     if (!record) throw new NotFoundError('box', idOrName);
     const box = [...this.live].find((b) => b.id === record.id) ?? new Box(this.ctx, record);
@@ -222,16 +244,17 @@ export class JsBoxlite {
     const accel = this.ctx.accelerator();
     let kernel: string | undefined;
     try {
-      kernel = (await this.ctx.guestAssets()).kernelVersion;
-    } catch {
-      kernel = undefined;
+      // The runtime alone (not ctx.guestAssets, which also wants QEMU): info works without QEMU.
+      kernel = (await locateGuestAssets()).kernelVersion;
+    } catch (err) {
+      kernel = `not available (${(err as Error).message})`;
     }
     return {
       version: VERSION,
       home: this.home.root,
       accelerator: accel.kind,
       acceleratorReason: accel.reason,
-      guestKernel: kernel ?? 'not installed (run `npm run setup`)',
+      guestKernel: kernel,
       boxes: boxes.length,
       runningBoxes: boxes.filter((b) => b.state.running).length,
       images: (await this.images.list()).length,
@@ -242,28 +265,59 @@ export class JsBoxlite {
     return { ...this.runtimeMetrics };
   }
 
-  /** Stops every box this runtime started that is not detached. */
-  async shutdown(timeout?: number | null): Promise<void> {
-    const boxes = [...this.live].filter((b) => !b.config.options.detach);
-    const stopAll = Promise.allSettled(boxes.map((b) => b.stop()));
-    if (timeout && timeout > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([stopAll, new Promise((r) => (timer = setTimeout(r, timeout * 1000)))]);
-      clearTimeout(timer);
-      await Promise.allSettled([...this.live].filter((b) => !b.config.options.detach).map((b) => b.kill()));
-    } else {
-      await stopAll;
+  /**
+   * Stops every box this runtime has running (detached ones too), each gracefully and, after
+   * `timeout` seconds (default 10; -1 waits indefinitely), by force; then closes the runtime,
+   * so later calls fail with InvalidState as in the reference. A runtime already close()d still
+   * stops its boxes (the reference's close() does not stop them either); a second shutdown()
+   * waits for the first.
+   */
+  shutdown(timeout?: number | null): Promise<void> {
+    if (this.shuttingDown) return this.shuttingDown;
+    const seconds = timeout ?? 10;
+    if (typeof seconds !== 'number' || Number.isNaN(seconds) || (seconds < 0 && seconds !== -1)) {
+      return Promise.reject(
+        new InvalidArgumentError(`shutdown timeout must be a number of seconds or -1 (no limit), got ${String(timeout)}`),
+      );
     }
-    this.close();
+    this.closed = 'shut down';
+    this.shuttingDown = this.stopAll(seconds).finally(() => this.release());
+    return this.shuttingDown;
   }
 
+  private async stopAll(seconds: number): Promise<void> {
+    await Promise.allSettled(
+      [...this.live].map(async (box) => {
+        const stopping = box.stop();
+        if (seconds === -1) return stopping;
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<'expired'>((r) => (timer = setTimeout(() => r('expired'), seconds * 1000)));
+        try {
+          if ((await Promise.race([stopping, expired])) === 'expired') await box.kill();
+        } finally {
+          clearTimeout(timer);
+        }
+        return stopping.catch(() => undefined);
+      }),
+    );
+  }
+
+  /**
+   * Releases this runtime's databases. Synchronous, as in the reference; boxes keep running
+   * (their shims own them). Every later call on this runtime fails with InvalidState.
+   */
   close(): void {
-    this.closed = true;
+    if (this.closed === undefined) this.closed = 'closed';
+    this.release();
+  }
+
+  /** Closing the stores is idempotent; a box handle that touches one later reopens it. */
+  private release(): void {
     this.imageStore.close();
     this.store.close();
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new InvalidStateError('runtime was shut down');
+    if (this.closed) throw new InvalidStateError(`runtime was ${this.closed}; create a new JsBoxlite`);
   }
 }

@@ -1,8 +1,11 @@
 import { InvalidStateError } from '../errors/index.js';
 import type { Box, BoxInfo, BoxMetrics } from '../runtime/box.js';
-import type { BoxOptions } from '../runtime/options.js';
+import type { BoxConnection, BoxTunnelHandle, SocketAddress, TunnelForwarderHandle } from '../runtime/handles.js';
+import type { AdvancedBoxOptions, BoxOptions, ManagedVolumeSpec, NetworkSpec, Secret, SecurityOptions, VolumeSpec } from '../runtime/options.js';
 import type { CopyOptions } from '../runtime/copy.js';
 import { JsBoxlite } from '../runtime/runtime.js';
+
+export type { SocketAddress } from '../runtime/handles.js';
 
 /** Result of SimpleBox.exec: the whole output, collected. */
 export interface ExecResult {
@@ -11,28 +14,87 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** `SimpleBoxOptions` of @boxlite-ai/boxlite (the fields this runtime implements). */
+/** `SimpleBoxOptions` of @boxlite-ai/boxlite 0.10: every field is forwarded to the box options. */
 export interface SimpleBoxOptions {
+  /** Image reference; default `alpine:latest` when neither image nor rootfsPath is given. */
   image?: string;
+  /** A local OCI layout directory (wins over image). */
   rootfsPath?: string;
   memoryMib?: number;
   cpus?: number;
   diskSizeGb?: number;
+  /** The runtime to create the box in (default: JsBoxlite.withDefaultConfig()). */
   runtime?: JsBoxlite;
   name?: string;
   /** Remove the box when it stops (default true). */
   autoRemove?: boolean;
   /** Reuse an existing box with the same name instead of failing. */
   reuseExisting?: boolean;
-  /** The box outlives this process (default false). */
+  /** The box outlives this process (default false); needs autoRemove: false. */
   detach?: boolean;
   workingDir?: string;
   env?: Record<string, string>;
-  network?: BoxOptions['network'];
+  /** Host directories (hostPath) or managed volumes (managedVolume, not supported yet). */
+  volumes?: Array<VolumeSpec | ManagedVolumeSpec>;
   ports?: BoxOptions['ports'];
+  network?: NetworkSpec;
+  secrets?: Secret[];
   entrypoint?: string[];
   cmd?: string[];
   user?: string;
+  advanced?: AdvancedBoxOptions;
+  security?: SecurityOptions;
+}
+
+/** Box-scoped network operations of a SimpleBox (`box.network`). */
+export class NetworkHandle {
+  /** @internal */
+  constructor(private readonly ensureBox: () => Promise<Box>) {}
+
+  /** A one-shot tunnel to a port inside the box (tunnels: issue 9, Unsupported until then). */
+  async tunnel(port: number): Promise<BoxTunnel> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError('port must be an integer between 1 and 65535');
+    }
+    const box = await this.ensureBox();
+    return new BoxTunnel(await box.network.tunnel(port));
+  }
+}
+
+/** A local listener that forwards each connection through a tunnel. */
+export class TunnelForwarder {
+  constructor(private readonly forwarder: TunnelForwarderHandle) {}
+
+  localAddr(): SocketAddress {
+    return this.forwarder.localAddr();
+  }
+
+  wait(): Promise<void> {
+    return this.forwarder.wait();
+  }
+
+  close(): Promise<void> {
+    return this.forwarder.close();
+  }
+}
+
+/** A prepared tunnel to a port in a box. */
+export class BoxTunnel {
+  constructor(private readonly tunnel: BoxTunnelHandle) {}
+
+  /** Public URL of a remotely served tunnel, or null for a local one. */
+  uri(): string | null {
+    return this.tunnel.uri();
+  }
+
+  /** Consumes the tunnel and returns its byte stream. */
+  async connect(): Promise<BoxConnection> {
+    return this.tunnel.connect();
+  }
+
+  async forward(listen: SocketAddress): Promise<TunnelForwarder> {
+    return new TunnelForwarder(await this.tunnel.forward(listen));
+  }
 }
 
 interface ExecCallOptions {
@@ -53,8 +115,18 @@ export class SimpleBox {
   protected _boxOpts: BoxOptions;
   protected _reuseExisting: boolean;
   protected _created: boolean | null = null;
+  readonly network: NetworkHandle;
 
+  /**
+   * Validates the options the way the reference does (same TypeError texts) and stores them;
+   * the box itself is created on first use, where the runtime validates the rest.
+   */
   constructor(options: SimpleBoxOptions = {}) {
+    const security = normalizeSecurityOptions(options.security);
+    if ((options as { allowNet?: unknown }).allowNet !== undefined) {
+      throw new TypeError('SimpleBoxOptions.allowNet was removed. Use network: { outbound: { mode, allowNet } }.');
+    }
+    assertNetworkSpecShape(options.network);
     this._runtime = options.runtime ?? JsBoxlite.withDefaultConfig();
     this._boxOpts = {
       image: options.image,
@@ -66,14 +138,25 @@ export class SimpleBox {
       detach: options.detach ?? false,
       workingDir: options.workingDir,
       env: options.env ? Object.entries(options.env).map(([key, value]) => ({ key, value })) : undefined,
+      volumes: options.volumes,
       network: options.network,
       ports: options.ports,
       entrypoint: options.entrypoint,
       cmd: options.cmd,
       user: options.user,
+      advanced: options.advanced
+        ? {
+            capabilities: options.advanced.capabilities
+              ? { add: [...(options.advanced.capabilities.add ?? [])], drop: [...(options.advanced.capabilities.drop ?? [])] }
+              : undefined,
+          }
+        : undefined,
+      security,
+      secrets: options.secrets,
     };
     this._name = options.name;
     this._reuseExisting = options.reuseExisting ?? false;
+    this.network = new NetworkHandle(() => this._ensureBox());
   }
 
   protected async _ensureBox(): Promise<Box> {
@@ -98,7 +181,7 @@ export class SimpleBox {
 
   /** The box id (ULID). Throws before the box exists; use getId() to create it. */
   get id(): string {
-    if (!this._box) throw new InvalidStateError('box not yet created; call exec() first or use getId()');
+    if (!this._box) throw new InvalidStateError('Box not yet created. Call exec() first or use getId() async method.');
     return this._box.id;
   }
 
@@ -116,7 +199,7 @@ export class SimpleBox {
   }
 
   async info(): Promise<BoxInfo> {
-    if (!this._box) throw new InvalidStateError('box not yet created; call exec() first or use getInfo()');
+    if (!this._box) throw new InvalidStateError('Box not yet created. Call exec() first.');
     return this._box.info();
   }
 
@@ -136,12 +219,14 @@ export class SimpleBox {
       env = rest[1] as Record<string, string> | undefined;
       options = (rest[2] as ExecCallOptions | undefined) ?? {};
     } else {
-      const last = rest[rest.length - 1];
-      if (last !== null && typeof last === 'object') {
+      // As the reference: undefined arguments are dropped first, then a trailing plain object is the env.
+      const given = rest.filter((a) => a !== undefined);
+      const last = given[given.length - 1];
+      if (last !== null && typeof last === 'object' && !Array.isArray(last)) {
         env = last as Record<string, string>;
-        rest = rest.slice(0, -1);
+        given.pop();
       }
-      args = rest.filter((a): a is string => typeof a === 'string');
+      args = given.filter((a): a is string => typeof a === 'string');
     }
     const box = await this._ensureBox();
     const execution = await box.exec(
@@ -165,7 +250,11 @@ export class SimpleBox {
     return (await this._ensureBox()).metrics();
   }
 
-  /** Stops the box (and removes it when autoRemove, the default). Nothing to do if it was never created. */
+  /** A one-shot tunnel to a port inside this box (same as `network.tunnel(port)`). */
+  async tunnel(port: number): Promise<BoxTunnel> {
+    return this.network.tunnel(port);
+  }
+
   /** Copies a host file or directory into the box (creates the box on first use). */
   async copyIn(hostPath: string, guestDest: string, options?: CopyOptions): Promise<void> {
     await (await this._ensureBox()).copyIn(hostPath, guestDest, options);
@@ -176,6 +265,7 @@ export class SimpleBox {
     await (await this._ensureBox()).copyOut(guestSrc, hostDest, options);
   }
 
+  /** Stops the box (and removes it when autoRemove, the default). Nothing to do if it was never created. */
   async stop(): Promise<void> {
     if (!this._box) return;
     await this._box.stop();
@@ -193,4 +283,67 @@ async function collect(stream: { next(): Promise<string | null> }): Promise<stri
     if (chunk === null) return out;
     out += chunk;
   }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The reference's shape check of `network`, with its TypeError texts. */
+function assertNetworkSpecShape(value: unknown): void {
+  if (value === undefined || value === null) return;
+  if (!isRecord(value)) {
+    throw new TypeError('SimpleBoxOptions.network must be an object. Use network: { outbound, inbound }.');
+  }
+  const hasLegacyFields = 'mode' in value || 'allowNet' in value;
+  if (hasLegacyFields && 'outbound' in value) {
+    throw new TypeError(
+      'SimpleBoxOptions.network cannot mix outbound with the deprecated mode/allowNet. Use network: { outbound: { mode, allowNet }, inbound }.',
+    );
+  }
+  if (!hasLegacyFields && !('outbound' in value) && !('inbound' in value)) {
+    throw new TypeError('SimpleBoxOptions.network must include outbound or inbound.');
+  }
+  if ('mode' in value && typeof value.mode !== 'string') {
+    throw new TypeError('SimpleBoxOptions.network.mode must be "enabled" or "disabled".');
+  }
+  if ('allowNet' in value && !Array.isArray(value.allowNet)) {
+    throw new TypeError('SimpleBoxOptions.network.allowNet must be an array.');
+  }
+  for (const direction of ['outbound', 'inbound'] as const) {
+    if (!(direction in value)) continue;
+    const policy = value[direction];
+    if (!isRecord(policy)) throw new TypeError(`SimpleBoxOptions.network.${direction} must be an object.`);
+    if (typeof policy.mode !== 'string') {
+      throw new TypeError(`SimpleBoxOptions.network.${direction}.mode is required and must be "enabled" or "disabled".`);
+    }
+  }
+}
+
+/** The reference's u64 check of a security limit, with its TypeError texts. */
+function normalizeU64Limit(value: number | undefined, field: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isFinite(value)) throw new TypeError(`Invalid security option \`${field}\`: number must be finite`);
+  if (!Number.isInteger(value)) throw new TypeError(`Invalid security option \`${field}\`: number must be an integer`);
+  if (value < 0) throw new TypeError(`Invalid security option \`${field}\`: number must be >= 0`);
+  if (!Number.isSafeInteger(value)) throw new TypeError(`Invalid security option \`${field}\`: number exceeds Number.MAX_SAFE_INTEGER`);
+  return value;
+}
+
+function normalizeSecurityOptions(security: SecurityOptions | undefined): SecurityOptions | undefined {
+  if (!security) return undefined;
+  const out: SecurityOptions = {
+    jailerEnabled: security.jailerEnabled,
+    seccompEnabled: security.seccompEnabled,
+    maxOpenFiles: normalizeU64Limit(security.maxOpenFiles, 'security.maxOpenFiles'),
+    maxFileSize: normalizeU64Limit(security.maxFileSize, 'security.maxFileSize'),
+    maxProcesses: normalizeU64Limit(security.maxProcesses, 'security.maxProcesses'),
+    maxMemory: normalizeU64Limit(security.maxMemory, 'security.maxMemory'),
+    maxCpuTime: normalizeU64Limit(security.maxCpuTime, 'security.maxCpuTime'),
+    networkEnabled: security.networkEnabled,
+    closeFds: security.closeFds,
+  };
+  // Unset fields stay absent, so the runtime's strict schema sees only what the caller set.
+  for (const k of Object.keys(out) as Array<keyof SecurityOptions>) if (out[k] === undefined) delete out[k];
+  return out;
 }

@@ -2,10 +2,29 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, EngineError, PortalError, errorFromWire, type BoxliteError } from '../errors/index.js';
-import { encode, MAX_PAYLOAD, PROTOCOL_MAJOR, PROTOCOL_MINOR, STDIN_WINDOW, type Message } from '../protocol/codec.js';
-import { Link } from '../protocol/link.js';
+import {
+  ConfigError,
+  EngineError,
+  PortalError,
+  TimeoutError,
+  UnsupportedError,
+  errorFromWire,
+  type BoxliteError,
+} from '../errors/index.js';
+import { encode, MAX_PAYLOAD, OUTPUT_WINDOW, PROTOCOL_MAJOR, PROTOCOL_MINOR, STDIN_WINDOW, type Message } from '../protocol/codec.js';
+import { execFeatures, HOST_FEATURES, HOST_VERSION, missingFeatures } from '../protocol/features.js';
+import { Link, LinkProtocolError } from '../protocol/link.js';
+import { readTail } from '../util/fs.js';
+import {
+  CONTROL_TIMEOUT_MS,
+  parseControlReply,
+  type ControlOp,
+  type ControlReplies,
+  type ControlReply,
+  type ControlRequest,
+} from './control.js';
 import { boxPaths, type ShimConfig, type ShimReadyLine, type ShimState } from './config.js';
+import type { Hello } from './handshake.js';
 
 const SHIM_ENTRY = fileURLToPath(new URL('./boxlite-shim.js', import.meta.url));
 
@@ -35,12 +54,26 @@ export async function launchShim(config: ShimConfig): Promise<LaunchedShim> {
       if (nl >= 0) resolve(buf.slice(0, nl));
     });
     child.once('error', (err) => reject(new EngineError(`cannot start the box shim: ${err.message}`)));
-    child.once('exit', (code, signal) =>
-      reject(new EngineError(`box shim exited during start (code ${code}, signal ${signal}); see ${paths.shimLog}`)),
-    );
+    // On a loaded host 'exit' can be handled before the last stdout bytes are read: a shim
+    // that announced why it failed must not be reported as one that died silently. So the
+    // verdict waits for stdout to end (the shim's exit closes it), bounded in case it does not.
+    const exited = new Promise<string>((r) => child.once('exit', (code, signal) => r(signal ? `signal ${signal}` : `code ${code}`)));
+    const silent = async () => {
+      if (buf.includes('\n')) return;
+      const how = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('stdout closed'), 2_000).unref())]);
+      // Node writes a crash (a module that fails to load, an uncaught error) to fd 2, which is shim.log.
+      const said = readTail(paths.shimLog, 15);
+      reject(new EngineError(`box shim exited during start (${how}): ${said ? `last lines of ${paths.shimLog}:\n${said}` : `${paths.shimLog} is empty`}`));
+    };
+    child.stdout!.once('close', () => void silent());
   });
   child.stdout!.destroy();
-  const ready = JSON.parse(line) as ShimReadyLine;
+  let ready: ShimReadyLine;
+  try {
+    ready = JSON.parse(line) as ShimReadyLine;
+  } catch (err) {
+    throw new EngineError(`box shim answered ${JSON.stringify(line.slice(0, 200))} instead of its readiness line; see ${paths.shimLog}`, { cause: err });
+  }
   if (!ready.ready) throw errorFromWire(ready.error);
 
   child.unref();
@@ -59,6 +92,8 @@ export interface ExecHandlers {
 export class ExecChannel {
   private stdinCredit = STDIN_WINDOW;
   private creditWaiters: Array<() => void> = [];
+  /** Output bytes the shim may still deliver on fd 1 and fd 2 (docs/protocol.md §5). */
+  private readonly outputCredit = { 1: OUTPUT_WINDOW, 2: OUTPUT_WINDOW };
   finished = false;
   started = false;
 
@@ -104,7 +139,16 @@ export class ExecChannel {
   }
 
   grant(fd: 1 | 2, bytes: number): void {
-    if (!this.finished && bytes > 0) void this.client.send({ type: 'WINDOW', stream: this.stream, fd, bytes });
+    if (this.finished || bytes <= 0) return;
+    this.outputCredit[fd] += bytes;
+    void this.client.send({ type: 'WINDOW', stream: this.stream, fd, bytes });
+  }
+
+  /** Accounts for received output; false when it exceeds the credit granted. */
+  takeOutput(fd: 1 | 2, bytes: number): boolean {
+    if (bytes > this.outputCredit[fd]) return false;
+    this.outputCredit[fd] -= bytes;
+    return true;
   }
 
   /** Called by the client for WINDOW fd=0 and at the end. */
@@ -116,16 +160,35 @@ export class ExecChannel {
   }
 }
 
+/** One open execution of this client. */
+interface ExecEntry {
+  channel: ExecChannel;
+  handlers: ExecHandlers;
+}
+
+interface PendingReply {
+  op: ControlOp;
+  resolve(body: ControlReply): void;
+  reject(err: BoxliteError): void;
+}
+
 /**
  * A client connection to a box's shim. Keeps the Node event loop alive only
  * while something is in flight, so an idle box never holds a program open.
+ * Nothing the shim sends can throw into the socket handlers: a malformed frame or
+ * reply, a message type a shim never sends, or output beyond the granted credit
+ * ends this connection, and every pending call rejects with a Portal error.
  */
 export class ShimClient {
   private nextStream = 1;
-  private readonly execs = new Map<number, { channel: ExecChannel; handlers: ExecHandlers }>();
-  private readonly replies = new Map<number, (body: Record<string, unknown>) => void>();
-  private hello?: Extract<Message, { type: 'HELLO' }>;
+  private readonly execs = new Map<number, ExecEntry>();
+  private readonly replies = new Map<number, PendingReply>();
+  private hello?: Hello;
   private inFlight = 0;
+  /** The shim's last word (a stream-0 ERROR) before it closed the link. */
+  private linkError?: string;
+  /** Why the link ended, once it has: every later call rejects with it at once. */
+  private lost?: PortalError;
 
   private constructor(
     private readonly link: Link,
@@ -134,14 +197,23 @@ export class ShimClient {
     link.socket.unref();
     link.onMessage((m) => this.dispatch(m));
     link.onClose((err) => {
-      const lost = new PortalError(`lost the connection to the box${err ? `: ${err.message}` : ''} (the box stopped)`);
+      const reason = (this.linkError ?? err?.message)?.replace(/^portal error: /, '');
+      const lost = new PortalError(
+        reason ? `lost the connection to the box: ${reason}` : 'lost the connection to the box (the box stopped)',
+        { cause: err },
+      );
+      this.lost = lost;
       for (const { channel, handlers } of this.execs.values()) {
         channel.finished = true;
         channel.addStdinCredit(0);
         handlers.onLost(lost);
       }
       this.execs.clear();
-      for (const resolve of this.replies.values()) resolve({ ok: false, code: 'Engine', message: lost.message, closed: true });
+      for (const pending of this.replies.values()) {
+        // The shim closes every connection once it stopped: for `stop` that is the answer.
+        if (pending.op === 'stop' && !err && !this.linkError) pending.resolve({ ok: true });
+        else pending.reject(lost);
+      }
       this.replies.clear();
     });
   }
@@ -155,17 +227,23 @@ export class ShimClient {
     const client = new ShimClient(new Link(socket), socketPath);
     client.hold();
     try {
-      client.hello = await new Promise<Extract<Message, { type: 'HELLO' }>>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new PortalError(`box did not answer HELLO within ${timeoutMs} ms`)), timeoutMs);
+      client.hello = await new Promise<Hello>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new PortalError(`box did not answer HELLO within ${timeoutMs} ms`));
+          client.close();
+        }, timeoutMs);
         client.helloWaiter = (m) => {
           clearTimeout(timer);
-          resolve(m);
+          if (m.major !== PROTOCOL_MAJOR) {
+            reject(new PortalError(`box speaks protocol ${m.major}.${m.minor}, this client needs ${PROTOCOL_MAJOR}.x`));
+            client.close();
+          } else resolve(m);
         };
-        client.link.onClose(() => {
+        client.link.onClose((err) => {
           clearTimeout(timer);
-          reject(new PortalError('box closed the connection during HELLO'));
+          reject(new PortalError(`box closed the connection during HELLO${err ? `: ${err.message}` : ''}`, { cause: err }));
         });
-        void client.send({ type: 'HELLO', stream: 0, major: PROTOCOL_MAJOR, minor: PROTOCOL_MINOR, features: 0xf, version: '0.1.0' });
+        void client.send({ type: 'HELLO', stream: 0, major: PROTOCOL_MAJOR, minor: PROTOCOL_MINOR, features: HOST_FEATURES, version: HOST_VERSION });
       });
     } finally {
       client.release();
@@ -173,7 +251,7 @@ export class ShimClient {
     return client;
   }
 
-  private helloWaiter?: (m: Extract<Message, { type: 'HELLO' }>) => void;
+  private helloWaiter?: (m: Hello) => void;
 
   get agentFeatures(): number {
     return this.hello?.features ?? 0;
@@ -191,38 +269,65 @@ export class ShimClient {
     if (--this.inFlight === 0) this.link.socket.unref();
   }
 
+  /** Resolves at the next drain (or close); one listener pair however many senders wait. */
+  private drained?: Promise<void>;
+
   send(m: Message): Promise<void> {
     if (this.link.isClosed) return Promise.resolve();
     if (this.link.send(m)) return Promise.resolve();
-    return new Promise((resolve) => {
+    this.drained ??= new Promise<void>((resolve) => {
       const done = () => {
         this.link.socket.off('drain', done);
         this.link.socket.off('close', done);
+        this.drained = undefined;
         resolve();
       };
       this.link.socket.once('drain', done);
       this.link.socket.once('close', done);
     });
+    return this.drained;
   }
 
-  /** A CONTROL request answered by the shim itself (info, stop, ping). */
-  async request(op: string): Promise<Record<string, unknown>> {
+  /** A CONTROL request answered by the shim itself, bounded by the op's timeout. */
+  async request<K extends ControlOp>(op: K, timeoutMs: number = CONTROL_TIMEOUT_MS[op]): Promise<ControlReplies[K]> {
+    this.assertOpen();
     const stream = this.nextStream++;
     this.hold();
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const body = await new Promise<Record<string, unknown>>((resolve) => {
-        this.replies.set(stream, resolve);
-        void this.send({ type: 'CONTROL', stream, data: Buffer.from(JSON.stringify({ op })) });
+      const body = await new Promise<ControlReply>((resolve, reject) => {
+        timer = setTimeout(() => {
+          this.replies.delete(stream);
+          reject(new TimeoutError(`box did not answer the ${op} request within ${timeoutMs} ms`));
+        }, timeoutMs);
+        this.replies.set(stream, { op, resolve, reject });
+        const request: ControlRequest = { op } as ControlRequest;
+        void this.send({ type: 'CONTROL', stream, data: Buffer.from(JSON.stringify(request)) });
       });
-      if (body.ok === false && !(op === 'stop' && body.closed)) throw errorFromWire(body);
-      return body;
+      if (!body.ok) throw errorFromWire(body);
+      return body as unknown as ControlReplies[K];
     } finally {
+      clearTimeout(timer);
       this.release();
     }
   }
 
-  /** Throws ConfigError (and registers nothing) when the request does not fit one frame. */
+  /** A closed link answers nothing: a call registered on it would wait forever. */
+  private assertOpen(): void {
+    if (this.link.isClosed) throw this.lost ?? new PortalError('lost the connection to the box (the box stopped)');
+  }
+
+  /**
+   * Throws ConfigError (and registers nothing) when the request does not fit one frame,
+   * UnsupportedError when the box's agent lacks a feature the request needs, PortalError
+   * when the link to the box is already gone.
+   */
   openExec(exec: Omit<Extract<Message, { type: 'EXEC' }>, 'stream' | 'type'>, handlers: ExecHandlers): ExecChannel {
+    this.assertOpen();
+    const missing = missingFeatures(execFeatures(exec), this.agentFeatures);
+    if (missing.length) {
+      throw new UnsupportedError(`the box's guest agent (${this.hello?.version ?? 'unknown version'}) lacks ${missing.join(', ')}`);
+    }
     const stream = this.nextStream;
     let size: number;
     try {
@@ -241,21 +346,59 @@ export class ShimClient {
     return channel;
   }
 
+  private protocolError(detail: string): void {
+    this.link.close(new LinkProtocolError(`protocol violation by the box shim: ${detail}`));
+  }
+
   private dispatch(m: Message): void {
-    if (m.type === 'HELLO') {
-      this.helloWaiter?.(m);
-      return;
-    }
-    if (m.type === 'REPLY') {
-      const resolve = this.replies.get(m.stream);
-      this.replies.delete(m.stream);
-      resolve?.(JSON.parse(m.data.toString('utf8')) as Record<string, unknown>);
-      return;
+    switch (m.type) {
+      case 'HELLO':
+        this.helloWaiter?.(m);
+        return;
+      case 'PING':
+        void this.send({ type: 'PONG', stream: 0, data: m.data });
+        return;
+      case 'PONG':
+        return;
+      case 'ERROR':
+        if (m.stream === 0) {
+          this.linkError = m.message;
+          return;
+        }
+        break;
+      case 'REPLY': {
+        const pending = this.replies.get(m.stream);
+        if (!pending) return; // answered after its timeout
+        this.replies.delete(m.stream);
+        let body: ControlReply;
+        try {
+          body = parseControlReply(m.data);
+        } catch (err) {
+          pending.reject(err as BoxliteError);
+          this.protocolError((err as Error).message);
+          return;
+        }
+        pending.resolve(body);
+        return;
+      }
+      case 'STARTED':
+      case 'STDOUT':
+      case 'STDERR':
+      case 'EXIT':
+      case 'WINDOW':
+        break;
+      default:
+        this.protocolError(`it sent ${m.type}, which only a client may send`);
+        return;
     }
     const entry = this.execs.get(m.stream);
     if (!entry) return;
-    if (m.type === 'WINDOW' && m.fd === 0) {
-      entry.channel.addStdinCredit(m.bytes);
+    if (m.type === 'WINDOW') {
+      if (m.fd === 0) entry.channel.addStdinCredit(m.bytes);
+      return;
+    }
+    if ((m.type === 'STDOUT' || m.type === 'STDERR') && !entry.channel.takeOutput(m.type === 'STDOUT' ? 1 : 2, m.data.length)) {
+      this.protocolError(`${m.type} on stream ${m.stream} overran the granted window`);
       return;
     }
     // ERROR ends an execution only before it started (the EXEC was refused); after

@@ -1,13 +1,12 @@
-import path from 'node:path';
-import type { QemuSpec } from '../vmm/qemu.js';
+import type { VmPlan } from '../vmm/plan.js';
 import type { PublishedPort } from './ports.js';
 
 /** What the SDK hands the shim on stdin (never argv: it may carry secrets later). */
 export interface ShimConfig {
   boxId: string;
   boxDir: string;
-  /** QEMU launch spec; the shim derives the command line with buildQemuCommand. */
-  qemu: QemuSpec;
+  /** The VM to run, as the runtime describes it; the shim has vmm/ turn it into a command (qemuArgs). */
+  plan: VmPlan;
   accelReason: string;
   /** Bound on the wait for the agent's first HELLO. */
   agentTimeoutMs: number;
@@ -15,6 +14,12 @@ export interface ShimConfig {
   stopTimeoutMs: number;
   /** Detached shims outlive the process that started them. */
   detach: boolean;
+  /**
+   * @internal Test hook (the host test tier): run this process instead of the VM. It must
+   * connect to the agent socket itself; `{agentSocket}` in `args` is replaced by its path.
+   * `qemu` is then unused. Never set by the SDK.
+   */
+  agentPeer?: { command: string; args: string[] };
 }
 
 /** The shim's first stdout line: ready, or why it could not start. */
@@ -39,18 +44,5 @@ export interface ShimState {
   publishedPorts?: PublishedPort[];
 }
 
-export function boxPaths(boxDir: string) {
-  return {
-    config: path.join(boxDir, 'config.json'),
-    disk: path.join(boxDir, 'disk.qcow2'),
-    controlSocket: path.join(boxDir, 'control.sock'),
-    agentSocket: path.join(boxDir, 'agent.sock'),
-    shimState: path.join(boxDir, 'shim.json'),
-    /** Held (O_EXCL) by the one shim that owns this box's VM, from boot to exit. */
-    shimLock: path.join(boxDir, 'shim.lock'),
-    logsDir: path.join(boxDir, 'logs'),
-    consoleLog: path.join(boxDir, 'logs', 'console.log'),
-    qemuLog: path.join(boxDir, 'logs', 'qemu.log'),
-    shimLog: path.join(boxDir, 'logs', 'shim.log'),
-  };
-}
+// The box directory layout lives in store/home.ts (its one owner); the shim reaches it from here.
+export { boxPaths, type BoxPaths } from '../store/home.js';

@@ -1,11 +1,14 @@
 import fs from 'node:fs';
-import path from 'node:path';
-import { AlreadyExistsError, StorageError } from '../errors/index.js';
-import { isProcessAlive, readJson, writeFileAtomic } from '../util/fs.js';
-import { openDatabase, type Db } from './db.js';
+import { StorageError } from '../errors/index.js';
+import { isProcessAlive, readJson, storageError, writeFileAtomic } from '../util/fs.js';
+import { openDatabase, sqlite, translateSqliteError, type Db } from './db.js';
+import { boxDir, boxPaths } from './home.js';
 
-/** Lifecycle states; the same names appear in info().state.status, the CLI and error messages. */
-export type BoxStatus = 'configured' | 'running' | 'stopping' | 'stopped' | 'failed' | 'unknown';
+/**
+ * Lifecycle states; the same names appear in info().state.status, the CLI and error messages.
+ * `paused` is the reference's state of a suspended VM; nothing enters it until pause exists.
+ */
+export type BoxStatus = 'configured' | 'running' | 'stopping' | 'stopped' | 'paused' | 'failed' | 'unknown';
 
 /** Immutable once written (boxes/<id>/config.json). */
 export interface BoxRecord<Options = unknown, Image = unknown> {
@@ -79,7 +82,7 @@ export class BoxStore {
   }
 
   dir(id: string): string {
-    return path.join(this.boxesDir, id);
+    return boxDir(this.boxesDir, id);
   }
 
   create<O, I>(record: BoxRecord<O, I>): void {
@@ -91,33 +94,33 @@ export class BoxStore {
         this.db.prepare("INSERT INTO box_state (id, status) VALUES (?, 'configured')").run(record.id);
       }).immediate();
     } catch (err) {
-      if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) {
-        throw new AlreadyExistsError(
-          record.name ? `a box named ${JSON.stringify(record.name)} already exists` : `box with ID ${record.id} exists`,
-        );
-      }
-      throw new StorageError(`cannot record box ${record.id}: ${(err as Error).message}`, { cause: err });
+      throw translateSqliteError(
+        err,
+        `record box ${record.id}`,
+        record.name ? `a box named ${JSON.stringify(record.name)} already exists` : `box with ID ${record.id} exists`,
+      );
     }
     const dir = this.dir(record.id);
     try {
-      fs.mkdirSync(path.join(dir, 'logs'), { recursive: true, mode: 0o700 });
-      writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(record, null, 2));
+      fs.mkdirSync(boxPaths(dir).logsDir, { recursive: true, mode: 0o700 });
+      writeFileAtomic(boxPaths(dir).config, JSON.stringify(record, null, 2));
     } catch (err) {
-      this.db.prepare('DELETE FROM boxes WHERE id = ?').run(record.id);
+      sqlite(`forget box ${record.id}`, () => this.db.prepare('DELETE FROM boxes WHERE id = ?').run(record.id));
       fs.rmSync(dir, { recursive: true, force: true });
-      throw new StorageError(`cannot create box directory ${dir}: ${(err as Error).message}`, { cause: err });
+      throw storageError(err, `cannot create box directory ${dir}`);
     }
   }
 
   get<O, I>(id: string): BoxRecord<O, I> | undefined {
-    const row = this.db.prepare('SELECT config FROM boxes WHERE id = ?').get(id) as { config: string } | undefined;
-    return row ? (JSON.parse(row.config) as BoxRecord<O, I>) : undefined;
+    const row = sqlite(`read box ${id}`, () => this.db.prepare('SELECT config FROM boxes WHERE id = ?').get(id)) as
+      | { config: string }
+      | undefined;
+    return row ? parseRecord<O, I>(row.config) : undefined;
   }
 
   list<O, I>(): Array<BoxRecord<O, I>> {
-    return (this.db.prepare('SELECT config FROM boxes ORDER BY id').all() as Array<{ config: string }>).map(
-      (r) => JSON.parse(r.config) as BoxRecord<O, I>,
-    );
+    const rows = sqlite('list boxes', () => this.db.prepare('SELECT config FROM boxes ORDER BY id').all()) as Array<{ config: string }>;
+    return rows.map((r) => parseRecord<O, I>(r.config));
   }
 
   /** Exact id, exact name, then a unique id prefix of at least 4 characters. */
@@ -131,7 +134,7 @@ export class BoxStore {
   }
 
   readState(id: string): BoxState {
-    const row = this.db.prepare('SELECT * FROM box_state WHERE id = ?').get(id) as
+    const row = sqlite(`read the state of box ${id}`, () => this.db.prepare('SELECT * FROM box_state WHERE id = ?').get(id)) as
       | { status: BoxStatus; started_at: string | null; stopped_at: string | null; last_error: string | null }
       | undefined;
     if (!row) return { status: 'unknown' };
@@ -144,9 +147,11 @@ export class BoxStore {
 
   /** A box removed meanwhile (by another process) has no state to write: that is not an error. */
   writeState(id: string, state: BoxState): void {
-    this.db
-      .prepare('UPDATE box_state SET status = ?, started_at = ?, stopped_at = ?, last_error = ? WHERE id = ?')
-      .run(state.status, state.startedAt ?? null, state.stoppedAt ?? null, state.lastError ?? null, id);
+    sqlite(`record the state of box ${id}`, () =>
+      this.db
+        .prepare('UPDATE box_state SET status = ?, started_at = ?, stopped_at = ?, last_error = ? WHERE id = ?')
+        .run(state.status, state.startedAt ?? null, state.stoppedAt ?? null, state.lastError ?? null, id),
+    );
   }
 
   /**
@@ -154,9 +159,9 @@ export class BoxStore {
    * is ready, the shim's lock file while it boots.
    */
   liveShim(id: string): LiveShim | undefined {
-    const ready = readJson<LiveShim>(path.join(this.dir(id), 'shim.json'));
+    const ready = readJson<LiveShim>(boxPaths(this.dir(id)).shimState);
     if (ready && isProcessAlive(ready.shimPid, ready.shimStartTime)) return ready;
-    const lock = readJson<{ pid: number; startTime?: string }>(path.join(this.dir(id), 'shim.lock'));
+    const lock = readJson<{ pid: number; startTime?: string }>(boxPaths(this.dir(id)).shimLock);
     if (lock && isProcessAlive(lock.pid, lock.startTime)) return { shimPid: lock.pid, shimStartTime: lock.startTime };
     return undefined;
   }
@@ -179,11 +184,20 @@ export class BoxStore {
   }
 
   remove(id: string): void {
-    this.db.prepare('DELETE FROM boxes WHERE id = ?').run(id);
+    sqlite(`remove box ${id}`, () => this.db.prepare('DELETE FROM boxes WHERE id = ?').run(id));
     try {
       fs.rmSync(this.dir(id), { recursive: true, force: true });
     } catch (err) {
       throw new StorageError(`cannot remove box directory ${this.dir(id)}: ${(err as Error).message}`, { cause: err });
     }
+  }
+}
+
+/** A config row that is not the JSON we wrote is a damaged database, not a bug. */
+function parseRecord<O, I>(json: string): BoxRecord<O, I> {
+  try {
+    return JSON.parse(json) as BoxRecord<O, I>;
+  } catch (err) {
+    throw new StorageError(`box registry holds a damaged record: ${(err as Error).message}`, { cause: err });
   }
 }

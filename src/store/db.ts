@@ -1,6 +1,6 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StorageError } from '../errors/index.js';
+import { AlreadyExistsError, BoxliteError, StorageError } from '../errors/index.js';
 
 export type Db = Database.Database;
 
@@ -11,7 +11,7 @@ export type Db = Database.Database;
  */
 export function openDatabase(dbDir: string, name: string, migrations: string[], busyMs = 10_000): Db {
   const file = path.join(dbDir, `${name}.db`);
-  let db: Db;
+  let db: Db | undefined;
   try {
     db = new Database(file, { timeout: busyMs });
     // busy_timeout first: switching to WAL takes a lock another opener may hold.
@@ -19,18 +19,67 @@ export function openDatabase(dbDir: string, name: string, migrations: string[], 
     db.pragma('journal_mode = WAL');
     db.pragma('foreign_keys = ON');
   } catch (err) {
-    throw new StorageError(`cannot open database ${file}: ${(err as Error).message}`, { cause: err });
+    // Opened but unusable (not a database, locked): do not keep its file descriptor.
+    db?.close();
+    throw new StorageError(`cannot open database ${file}: ${openFailure(err)}`, { cause: err });
   }
-  const migrate = db.transaction(() => {
-    const version = db.pragma('user_version', { simple: true }) as number;
-    for (let v = version; v < migrations.length; v++) db.exec(migrations[v]!);
-    if (version < migrations.length) db.pragma(`user_version = ${migrations.length}`);
+  const opened = db;
+  const migrate = opened.transaction(() => {
+    const version = opened.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < migrations.length; v++) opened.exec(migrations[v]!);
+    if (version < migrations.length) opened.pragma(`user_version = ${migrations.length}`);
   });
   try {
     migrate.immediate();
   } catch (err) {
-    db.close();
+    opened.close();
     throw new StorageError(`cannot migrate database ${file}: ${(err as Error).message}`, { cause: err });
   }
-  return db;
+  return opened;
+}
+
+/**
+ * better-sqlite3 loads its native module on the first open. When that module is missing
+ * (an install that skipped its build) or was built for another Node.js (NODE_MODULE_VERSION),
+ * the error is a loader's, not SQLite's: say so, and how to fix it.
+ */
+function openFailure(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (message.startsWith('Could not locate the bindings file')) {
+    // The rest of the message lists every path `bindings` tried: the cause keeps it.
+    return `${message.split('\n')[0]} (better-sqlite3's native module is missing); run \`npm rebuild better-sqlite3\``;
+  }
+  if (code === 'ERR_DLOPEN_FAILED' || /NODE_MODULE_VERSION/.test(message)) {
+    return (
+      `${message.replace(/\s*\n\s*/g, ' ')} (better-sqlite3's native module does not load in Node.js ${process.version}); ` +
+      'run `npm rebuild better-sqlite3`'
+    );
+  }
+  return message;
+}
+
+/**
+ * A foreign (better-sqlite3) error as a coded one, at the boundary where it enters: a UNIQUE
+ * or PRIMARY KEY violation is AlreadyExists (`duplicate` names what is taken), everything
+ * else (read-only file, corrupt database, disk full, busy past the timeout) is Storage.
+ * The SQLite error stays as `cause`.
+ */
+export function translateSqliteError(err: unknown, what: string, duplicate?: string): BoxliteError {
+  if (err instanceof BoxliteError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (duplicate && (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY')) {
+    return new AlreadyExistsError(duplicate, { cause: err });
+  }
+  const detail = err instanceof Error ? err.message : String(err);
+  return new StorageError(`cannot ${what}: ${detail}${typeof code === 'string' ? ` (${code})` : ''}`, { cause: err });
+}
+
+/** Runs one database operation; any error it throws leaves as translateSqliteError's. */
+export function sqlite<T>(what: string, fn: () => T, duplicate?: string): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw translateSqliteError(err, what, duplicate);
+  }
 }

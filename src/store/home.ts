@@ -3,15 +3,60 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, StorageError } from '../errors/index.js';
 
+// The one owner of the on-disk layout: every `$BOXLITE_HOME/...` and `boxes/<id>/...` path is
+// named here (docs/architecture.md, "Home layout"); the rest of the code asks for them by name.
+
 /** `$BOXLITE_HOME` layout (spec: reference-configuration, "Home directory"). */
 export interface HomeLayout {
   root: string;
   boxes: string;
   images: string;
-  init: string;
   logs: string;
   db: string;
   tmp: string;
+}
+
+/** The directory of one box. */
+export function boxDir(boxesDir: string, id: string): string {
+  return path.join(boxesDir, id);
+}
+
+/** Every file of a box directory (`boxes/<id>/`). */
+export interface BoxPaths {
+  dir: string;
+  /** Immutable box config, a copy of the database record for people and tools. */
+  config: string;
+  /** The box's writable qcow2 overlay. */
+  disk: string;
+  /** Shim control socket (while running). */
+  controlSocket: string;
+  /** QEMU ⇄ shim agent link (while running). */
+  agentSocket: string;
+  /** Shim and QEMU pids, accelerator, boot time, published ports (while running). */
+  shimState: string;
+  /** Held (O_EXCL) by the one shim that owns this box's VM, from boot to exit. */
+  shimLock: string;
+  logsDir: string;
+  /** Guest serial console. */
+  consoleLog: string;
+  qemuLog: string;
+  shimLog: string;
+}
+
+export function boxPaths(dir: string): BoxPaths {
+  return {
+    dir,
+    config: path.join(dir, 'config.json'),
+    disk: path.join(dir, 'disk.qcow2'),
+    controlSocket: path.join(dir, 'control.sock'),
+    agentSocket: path.join(dir, 'agent.sock'),
+    shimState: path.join(dir, 'shim.json'),
+    shimLock: path.join(dir, 'shim.lock'),
+    logsDir: path.join(dir, 'logs'),
+    consoleLog: path.join(dir, 'logs', 'console.log'),
+    qemuLog: path.join(dir, 'logs', 'qemu.log'),
+    shimLog: path.join(dir, 'logs', 'shim.log'),
+  };
 }
 
 /** Longest box dir that still leaves room for `/control.sock` in a 108-byte sun_path. */
@@ -23,12 +68,11 @@ export function resolveHome(homeDir?: string | null, env: NodeJS.ProcessEnv = pr
     root,
     boxes: path.join(root, 'boxes'),
     images: path.join(root, 'images'),
-    init: path.join(root, 'init'),
     logs: path.join(root, 'logs'),
     db: path.join(root, 'db'),
     tmp: env.BOXLITE_TMPDIR ? path.resolve(env.BOXLITE_TMPDIR) : path.join(root, 'tmp'),
   };
-  const longest = path.join(layout.boxes, '0'.repeat(26), 'control.sock');
+  const longest = boxPaths(boxDir(layout.boxes, '0'.repeat(26))).controlSocket;
   if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
     throw new ConfigError(
       `homeDir is too long for unix sockets (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes): ${root}`,
@@ -39,7 +83,7 @@ export function resolveHome(homeDir?: string | null, env: NodeJS.ProcessEnv = pr
 
 export function ensureHome(layout: HomeLayout): void {
   try {
-    for (const dir of [layout.root, layout.boxes, layout.images, layout.init, layout.logs, layout.db, layout.tmp]) {
+    for (const dir of [layout.root, layout.boxes, layout.images, layout.logs, layout.db, layout.tmp]) {
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     }
   } catch (err) {

@@ -1,5 +1,5 @@
-// The guest initramfs: boxlite-guest as /init plus the kernel modules it loads, as an
-// uncompressed newc cpio (compression made no measurable boot difference under TCG).
+// The guest initramfs: boxlite-guest as /init plus the kernel modules it loads and the
+// toolbox, as an uncompressed newc cpio (compression made no measurable boot difference under TCG).
 // Written by our own small newc writer so that every entry is root:root with fixed mtimes,
 // whoever the host user is, and the output is byte-for-byte reproducible.
 import { createHash } from 'node:crypto';
@@ -62,6 +62,93 @@ export function writeNewc(entries: readonly CpioEntry[]): Buffer {
   const out = Buffer.concat(chunks);
   // Pad the archive to 512 bytes, as cpio(1) does.
   return Buffer.concat([out, Buffer.alloc((512 - (out.length % 512)) % 512)]);
+}
+
+/**
+ * Parses a newc archive written by `writeNewc` back into entries (the inverse, for deriving
+ * an initramfs from the shipped one). Only the types writeNewc produces are accepted.
+ */
+export function readNewc(buf: Buffer): CpioEntry[] {
+  const entries: CpioEntry[] = [];
+  let off = 0;
+  for (;;) {
+    if (off + 110 > buf.length || buf.toString('ascii', off, off + 6) !== '070701') {
+      throw new Error(`not a newc archive (bad header at byte ${off})`);
+    }
+    const field = (i: number) => parseInt(buf.toString('ascii', off + 6 + i * 8, off + 14 + i * 8), 16);
+    const mode = field(1);
+    const size = field(6);
+    const rdevMajor = field(9);
+    const rdevMinor = field(10);
+    const nameSize = field(11);
+    const name = buf.toString('utf8', off + 110, off + 110 + nameSize - 1);
+    off += 110 + nameSize;
+    off += pad4(off);
+    if (off + size > buf.length) throw new Error(`newc entry "${name}" is truncated`);
+    const data = buf.subarray(off, off + size);
+    off += size + pad4(size);
+    if (name === 'TRAILER!!!') return entries;
+    const kind = mode & 0o170000;
+    const type = kind === S_IFDIR ? 'dir' : kind === S_IFREG ? 'file' : kind === S_IFCHR ? 'chardev' : undefined;
+    if (!type) throw new Error(`newc entry "${name}" has an unsupported type ${kind.toString(8)}`);
+    entries.push({
+      path: name,
+      type,
+      perm: mode & 0o7777,
+      ...(type === 'file' ? { data: Buffer.from(data) } : {}),
+      ...(type === 'chardev' ? { rdevMajor, rdevMinor } : {}),
+    });
+  }
+}
+
+/** Writes `data` to `outPath` through a temp file and a rename, so no reader sees it half-written. */
+async function writeAtomically(outPath: string, data: Buffer): Promise<void> {
+  const tmp = `${outPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  try {
+    await writeFile(tmp, data, { mode: 0o644 });
+    await rename(tmp, outPath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export interface DeriveInitramfsOptions {
+  /** The shipped initramfs to start from. */
+  base: string;
+  /** Replaces /init. */
+  agentBinary?: string;
+  /** Replaces /lib/boxlite/tools/busybox. */
+  busyboxBinary?: string;
+  /** Where initramfs-<hash>.cpio is written (a cache outside every home). */
+  outDir: string;
+}
+
+/**
+ * The shipped initramfs with /init and/or the toolbox swapped for other binaries (a development
+ * agent, a test double), keeping its modules. Named by a hash of the result and reused.
+ */
+export async function deriveInitramfs({ base, agentBinary, busyboxBinary, outDir }: DeriveInitramfsOptions): Promise<string> {
+  const entries = readNewc(await readFile(base));
+  const replace = (path: string, data: Buffer) => {
+    const i = entries.findIndex((e) => e.path === path);
+    const entry: CpioEntry = { path, type: 'file', perm: 0o755, data };
+    if (i >= 0) entries[i] = entry;
+    else entries.push(entry);
+  };
+  if (agentBinary) replace('init', await readFile(agentBinary));
+  if (busyboxBinary) replace('lib/boxlite/tools/busybox', await readFile(busyboxBinary));
+  const data = writeNewc(entries);
+  const digest = createHash('sha256').update(data).digest('hex').slice(0, 16);
+  const outPath = join(outDir, `initramfs-${digest}.cpio`);
+  try {
+    if ((await stat(outPath)).size === data.length) return outPath;
+  } catch {
+    // not derived yet
+  }
+  await mkdir(outDir, { recursive: true });
+  await writeAtomically(outPath, data);
+  return outPath;
 }
 
 export interface BuildInitramfsOptions {
@@ -136,13 +223,6 @@ export async function buildInitramfs({ agentBinary, kernelDir, outDir, busyboxBi
   moduleNames.forEach((n, i) => entries.push({ path: `lib/boxlite/modules/${n}`, type: 'file', perm: 0o644, data: modules[i]! }));
 
   await mkdir(outDir, { recursive: true });
-  const tmp = `${outPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    await writeFile(tmp, writeNewc(entries), { mode: 0o644 });
-    await rename(tmp, outPath);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
+  await writeAtomically(outPath, writeNewc(entries));
   return outPath;
 }

@@ -1,63 +1,14 @@
-// QEMU command line for one box. `buildQemuCommand` is pure: every host fact (accelerator,
-// TSC rate, binary path) comes in through the spec. The recipe and its measurements are in
-// ARCHITECTURE.md section 4b and docs/decisions/0001-guest-kernel.md.
+// The QEMU command line for one VM plan (plan.ts): the only place that knows QEMU's options.
+// `qemuArgs` is pure: every host fact (TSC rate, binary path) comes in through the plan or
+// `host`. The recipe and its measurements are in ARCHITECTURE.md section 4b and
+// docs/decisions/0001-guest-kernel.md.
 import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { EngineError, ConfigError } from '../errors/index.js';
-import { cachedHostTscKhz, type AccelKind } from './accel.js';
+import { cachedHostTscKhz } from './accel.js';
+import type { GuestArch, GuestLimits, VmPlan } from './plan.js';
 
-export type GuestArch = 'x86_64' | 'aarch64';
-
-export interface PortForward {
-  protocol: 'tcp' | 'udp';
-  /** Host address to bind; empty or absent = all interfaces (as `docker run -p`). */
-  hostAddress?: string;
-  hostPort: number;
-  guestPort: number;
-}
-
-export interface QemuNetwork {
-  hostfwd?: PortForward[];
-}
-
-export interface QemuSpec {
-  accel: AccelKind;
-  cpus: number;
-  memoryMib: number;
-  kernelPath: string;
-  initrdPath: string;
-  /** The box's qcow2 overlay; the guest sees it as /dev/vda. */
-  rootDiskPath?: string | null;
-  /** Host directories shared over virtio-9p (mount tag boxlite-v<index>). */
-  volumes?: QemuVolume[];
-  /** Unix socket the host is already listening on; QEMU connects to it as a client. */
-  agentSocketPath: string;
-  /** Guest serial console, appended to this file. */
-  consoleLogPath: string;
-  /** null: no NIC at all. */
-  network: QemuNetwork | null;
-  qmpSocketPath?: string | null;
-  extraCmdline?: string | readonly string[];
-  /**
-   * Host TSC rate in kHz, used under TCG only. Omitted: read from this host (hostTscKhz,
-   * cached). null: unknown, the guest calibrates itself (may hang on a loaded host).
-   */
-  tscKhz?: number | null;
-  /** Run QEMU under its seccomp filter (no fork/exec: use unix: migration URIs). */
-  seccomp?: boolean;
-  /** QEMU binary; default `BOXLITE_QEMU`, else `qemu-system-<arch>` (resolved via PATH by spawn). */
-  binary?: string;
-  /** Guest architecture; default: the host's. */
-  arch?: GuestArch;
-}
-
-export interface QemuVolume {
-  /** Absolute host directory. */
-  hostPath: string;
-  /** Absolute path in the container; the agent creates it when missing. */
-  guestPath: string;
-  readOnly: boolean;
-}
+export type { GuestArch, PortForward, VmPlan } from './plan.js';
 
 /**
  * A guest path as one kernel command line token: every byte outside [A-Za-z0-9/._+@-] becomes
@@ -72,7 +23,7 @@ export function escapeCmdlinePath(p: string): string {
   return out;
 }
 
-/** The host facts buildQemuCommand falls back on; tests pass fixed ones. */
+/** The host facts qemuArgs falls back on; tests pass fixed ones. */
 export interface QemuHost {
   env: NodeJS.ProcessEnv;
   tscKhz(): number | null;
@@ -85,12 +36,20 @@ export interface QemuCommand {
   args: string[];
 }
 
-/** Guest network, fixed so the guest needs no DHCP (agent reads boxlite.ip/gw/dns). */
+/**
+ * Guest network, fixed so the guest needs no DHCP (the agent reads boxlite.ip/gw/dns/host): the
+ * reference's addressing. slirp answers ARP only for its host and DNS addresses, so the gateway
+ * shares the DNS address (.1) and slirp routes whatever is sent there; its `host=` address .254
+ * is host.boxlite.internal, which slirp delivers to the host's loopback.
+ */
 export const GUEST_NET = {
-  cidr: '10.0.2.0/24',
-  ip: '10.0.2.15/24',
-  gateway: '10.0.2.2',
-  dns: '10.0.2.3',
+  cidr: '192.168.127.0/24',
+  ip: '192.168.127.2/24',
+  gateway: '192.168.127.1',
+  dns: '192.168.127.1',
+  hostAlias: '192.168.127.254',
+  /** Where slirp's DHCP server would start leasing: the guest's own address, should anything ask. */
+  dhcpStart: '192.168.127.2',
 } as const;
 
 export const AGENT_PORT_NAME = 'boxlite.agent';
@@ -104,13 +63,16 @@ export function qemuOptValue(value: string): string {
   return value.replace(/,/g, ',,');
 }
 
-function validate(spec: QemuSpec): void {
+function validate(plan: VmPlan): void {
   const bad = (what: string) => {
     throw new ConfigError(what);
   };
-  if (!Number.isInteger(spec.cpus) || spec.cpus < 1) bad(`invalid CPU count ${spec.cpus}`);
-  if (!Number.isInteger(spec.memoryMib) || spec.memoryMib < 64) bad(`invalid memory size ${spec.memoryMib} MiB`);
-  const vols = spec.volumes ?? [];
+  const { cpus, memoryMib } = plan.resources;
+  if (!Number.isInteger(cpus) || cpus < 1) bad(`invalid CPU count ${cpus}`);
+  if (!Number.isInteger(memoryMib) || memoryMib < 64) bad(`invalid memory size ${memoryMib} MiB`);
+  if (plan.nics.length > 1) bad(`at most one network interface is supported, got ${plan.nics.length}`);
+  if (plan.disks.length > 8) bad(`too many disks (${plan.disks.length}; at most 8)`);
+  const vols = plan.shares;
   if (vols.length > 16) bad(`too many volumes (${vols.length}; at most 16)`);
   for (const v of vols) {
     if (!isAbsolute(v.hostPath) || !v.guestPath.startsWith('/')) bad(`invalid volume ${v.hostPath}:${v.guestPath}`);
@@ -119,7 +81,14 @@ function validate(spec: QemuSpec): void {
   if (vols.reduce((n, v) => n + escapeCmdlinePath(v.guestPath).length + 20, 0) > 1024) {
     bad('volume guest paths are too long to pass on the kernel command line');
   }
-  for (const f of spec.network?.hostfwd ?? []) {
+  for (const c of plan.guest?.capabilities ?? []) {
+    if (!Number.isInteger(c) || c < 0 || c > 63) bad(`invalid capability number ${c}`);
+  }
+  for (const [key] of GUEST_LIMIT_WORDS) {
+    const v = plan.guest?.limits?.[key];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) bad(`invalid limit ${key} ${v}`);
+  }
+  for (const f of plan.nics.flatMap((n) => n.ports)) {
     for (const port of [f.hostPort, f.guestPort]) {
       if (!Number.isInteger(port) || port < 1 || port > 65535) bad(`invalid port ${port}`);
     }
@@ -129,9 +98,18 @@ function validate(spec: QemuSpec): void {
   }
 }
 
+/** boxlite.rlimit=<word>:<value>, one per limit; the words are the agent's (guest/src/boot.c). */
+const GUEST_LIMIT_WORDS: ReadonlyArray<[keyof GuestLimits, string]> = [
+  ['openFiles', 'nofile'],
+  ['fileSize', 'fsize'],
+  ['processes', 'nproc'],
+  ['addressSpace', 'as'],
+  ['cpuSeconds', 'cpu'],
+];
+
 /** Kernel command line for the guest (everything after -append). */
-export function buildKernelCmdline(spec: QemuSpec, host: Partial<QemuHost> = {}): string {
-  const arch = spec.arch ?? hostGuestArch();
+export function buildKernelCmdline(plan: VmPlan, host: Partial<QemuHost> = {}): string {
+  const arch = plan.arch ?? hostGuestArch();
   const parts: string[] = [
     arch === 'aarch64' ? 'console=ttyAMA0' : 'console=ttyS0',
     'quiet',
@@ -143,36 +121,51 @@ export function buildKernelCmdline(spec: QemuSpec, host: Partial<QemuHost> = {})
     'mitigations=off',
     'nokaslr',
   ];
-  if (spec.accel === 'tcg' && arch === 'x86_64') {
+  if (plan.accel === 'tcg' && arch === 'x86_64') {
     // The guest TSC runs at the host rate; calibrating it against the emulated PIT fails on a
     // loaded host and the boot hangs (ARCHITECTURE.md section 4). no_timer_check skips the
     // IO-APIC timer test that similarly misfires under emulation.
-    const khz = spec.tscKhz === undefined ? (host.tscKhz ?? realHost.tscKhz)() : spec.tscKhz;
+    const khz = plan.boot.tscKhz === undefined ? (host.tscKhz ?? realHost.tscKhz)() : plan.boot.tscKhz;
     if (khz && khz > 0) parts.push(`tsc_early_khz=${Math.round(khz)}`);
     parts.push('tsc=reliable', 'no_timer_check');
   }
-  if (spec.rootDiskPath) parts.push('boxlite.root=/dev/vda');
-  (spec.volumes ?? []).forEach((v, i) => {
+  if (plan.disks.length) parts.push('boxlite.root=/dev/vda');
+  plan.shares.forEach((v, i) => {
     parts.push(`boxlite.vol=${i}:${v.readOnly ? 'ro' : 'rw'}:${escapeCmdlinePath(v.guestPath)}`);
   });
-  if (spec.network) {
-    parts.push(`boxlite.ip=${GUEST_NET.ip}`, `boxlite.gw=${GUEST_NET.gateway}`, `boxlite.dns=${GUEST_NET.dns}`);
+  if (plan.nics.length) {
+    parts.push(
+      `boxlite.ip=${GUEST_NET.ip}`,
+      `boxlite.gw=${GUEST_NET.gateway}`,
+      `boxlite.dns=${GUEST_NET.dns}`,
+      `boxlite.host=${GUEST_NET.hostAlias}`,
+    );
   }
-  const extra = spec.extraCmdline;
+  const g = plan.guest;
+  if (g?.capabilities) {
+    let mask = 0n;
+    for (const c of g.capabilities) mask |= 1n << BigInt(c);
+    parts.push(`boxlite.caps=${mask.toString(16)}`);
+  }
+  for (const [key, word] of GUEST_LIMIT_WORDS) {
+    const v = g?.limits?.[key];
+    if (v !== undefined) parts.push(`boxlite.rlimit=${word}:${v}`);
+  }
+  const extra = plan.boot.extraCmdline;
   if (typeof extra === 'string' && extra.trim()) parts.push(extra.trim());
   else if (Array.isArray(extra)) parts.push(...extra.filter((s) => s.length > 0));
   return parts.join(' ');
 }
 
 /**
- * The QEMU argv for one box. Pure given `host` (defaults: process.env and this host's TSC
- * rate, which are only consulted when the spec leaves `binary` / `tscKhz` out).
+ * The QEMU argv for one VM plan. Pure given `host` (defaults: process.env and this host's TSC
+ * rate, which are only consulted when the plan leaves `binary` / `boot.tscKhz` out).
  */
-export function buildQemuCommand(spec: QemuSpec, host: Partial<QemuHost> = {}): QemuCommand {
-  validate(spec);
-  const arch = spec.arch ?? hostGuestArch();
+export function qemuArgs(plan: VmPlan, host: Partial<QemuHost> = {}): QemuCommand {
+  validate(plan);
+  const arch = plan.arch ?? hostGuestArch();
   const env = host.env ?? realHost.env;
-  const binary = spec.binary ?? (env.BOXLITE_QEMU || `qemu-system-${arch}`);
+  const binary = plan.binary ?? (env.BOXLITE_QEMU || `qemu-system-${arch}`);
   const o = qemuOptValue;
   const args: string[] = [];
 
@@ -187,7 +180,7 @@ export function buildQemuCommand(spec: QemuSpec, host: Partial<QemuHost> = {}): 
   }
   args.push('-nodefaults', '-no-user-config', '-nographic', '-no-reboot');
 
-  switch (spec.accel) {
+  switch (plan.accel) {
     case 'kvm':
       args.push('-accel', 'kvm', '-cpu', 'host');
       break;
@@ -200,58 +193,61 @@ export function buildQemuCommand(spec: QemuSpec, host: Partial<QemuHost> = {}): 
       args.push('-accel', 'tcg', '-cpu', arch === 'x86_64' ? 'max,-erms,-fsrm' : 'max');
       break;
   }
-  args.push('-smp', String(spec.cpus), '-m', String(spec.memoryMib));
+  args.push('-smp', String(plan.resources.cpus), '-m', String(plan.resources.memoryMib));
 
-  args.push('-kernel', spec.kernelPath, '-initrd', spec.initrdPath, '-append', buildKernelCmdline(spec, host));
+  args.push('-kernel', plan.boot.kernelPath, '-initrd', plan.boot.initrdPath, '-append', buildKernelCmdline(plan, host));
 
   args.push(
-    '-chardev', `file,id=console,path=${o(spec.consoleLogPath)},append=on`,
+    '-chardev', `file,id=console,path=${o(plan.console.logPath)},append=on`,
     '-serial', 'chardev:console',
   );
 
   // Host listens first and QEMU connects (no server=on): the host owns the socket's lifetime
   // and can't miss the guest's first byte.
   args.push(
-    '-chardev', `socket,id=agent,path=${o(spec.agentSocketPath)}`,
+    '-chardev', `socket,id=agent,path=${o(plan.agent.socketPath)}`,
     '-device', 'virtio-serial-device',
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
   );
 
-  if (spec.rootDiskPath) {
+  // The first disk is the container root (/dev/vda, named `root`); the others follow in order.
+  plan.disks.forEach((d, i) => {
+    const id = i === 0 ? 'root' : `disk${i}`;
     args.push(
-      '-drive', `id=root,file=${o(spec.rootDiskPath)},format=qcow2,if=none,discard=unmap`,
-      '-device', 'virtio-blk-device,drive=root',
+      '-drive', `id=${id},file=${o(d.path)},format=${d.format},if=none,discard=unmap${d.readOnly ? ',readonly=on' : ''}`,
+      '-device', `virtio-blk-device,drive=${id}`,
     );
-  }
+  });
 
   // Volumes: one virtio-9p share each. mapped-xattr works unprivileged (guest owners and
   // modes live in xattrs on the host); readonly=on makes QEMU refuse writes whatever the guest
   // does. The agent mounts tag boxlite-v<i> at the guest path (boxlite.vol=, msize=512000).
-  (spec.volumes ?? []).forEach((v, i) => {
+  plan.shares.forEach((v, i) => {
     args.push(
       '-fsdev', `local,id=v${i},path=${o(v.hostPath)},security_model=mapped-xattr${v.readOnly ? ',readonly=on' : ''}`,
       '-device', `virtio-9p-device,fsdev=v${i},mount_tag=boxlite-v${i}`,
     );
   });
 
-  if (spec.network) {
-    const fwd = (spec.network.hostfwd ?? []).map(
+  for (const nic of plan.nics) {
+    const fwd = nic.ports.map(
       (f) => `,hostfwd=${f.protocol}:${f.hostAddress ?? ''}:${f.hostPort}-:${f.guestPort}`,
     );
     args.push(
-      '-netdev', `user,id=net0,net=${GUEST_NET.cidr},host=${GUEST_NET.gateway},dns=${GUEST_NET.dns}${fwd.join('')}`,
+      '-netdev',
+      `user,id=net0,net=${GUEST_NET.cidr},host=${GUEST_NET.hostAlias},dns=${GUEST_NET.dns},dhcpstart=${GUEST_NET.dhcpStart}${fwd.join('')}`,
       '-device', 'virtio-net-device,netdev=net0',
     );
   }
 
-  if (spec.qmpSocketPath) {
+  if (plan.controlSocketPath) {
     args.push(
-      '-chardev', `socket,id=qmp,path=${o(spec.qmpSocketPath)},server=on,wait=off`,
+      '-chardev', `socket,id=qmp,path=${o(plan.controlSocketPath)},server=on,wait=off`,
       '-mon', 'chardev=qmp,mode=control',
     );
   }
 
-  if (spec.seccomp) {
+  if (plan.seccomp) {
     args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   }
 

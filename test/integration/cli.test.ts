@@ -89,6 +89,7 @@ describe('detached boxes: run -d, exec, ls, stop, rm', () => {
       expect(yaml.stdout).toMatch(new RegExp(`id: ${id}`));
       const logs = await boxlite(['logs', '-n', '50', id]);
       expect(logs.stdout).toMatch(/boxlite-guest/);
+      expect(inspect[0]!.config).toMatchObject({ cpus: 1, memoryMib: 512, detach: true });
       const stats = JSON.parse((await boxlite(['stats', '--format', 'json', id])).stdout) as Array<{ memoryBytes: number; cpuPercent: number }>;
       expect(stats[0]!.memoryBytes).toBeGreaterThan(50 * 1024 * 1024);
       expect(stats[0]!.cpuPercent).toBeGreaterThanOrEqual(0);
@@ -103,6 +104,15 @@ describe('detached boxes: run -d, exec, ls, stop, rm', () => {
       expect((await boxlite(['stop', id])).code).toBe(0);
       const stopped = await boxlite(['ls', '-a']);
       expect(stopped.stdout).toMatch(new RegExp(`${id}.*stopped`));
+      // logs -f of a stopped box prints the log and ends; -n N is exactly its last N lines.
+      const followed = await boxlite(['logs', '-f', id]);
+      expect(followed.code).toBe(0);
+      expect(followed.stdout).toMatch(/boxlite-guest/);
+      const lines = followed.stdout.replace(/\n$/, '').split('\n');
+      expect(lines.length).toBeGreaterThan(3);
+      for (const n of [1, 3]) {
+        expect((await boxlite(['logs', '-n', String(n), id])).stdout).toBe(`${lines.slice(-n).join('\n')}\n`);
+      }
       const execStopped = await boxlite(['exec', id, 'true']);
       expect(execStopped.code).toBe(125);
       expect(execStopped.stderr).toMatch(/invalid state: box .* is not running/);

@@ -83,13 +83,30 @@ describe('copyIn', () => {
     expect(r.stdout).toBe(`${one}${one}0\n`);
   });
 
+  it('a directory lands as DEST/<name> even when DEST does not exist (created); a file makes its parents', async () => {
+    const tree = makeTree(path.join(tmp, 'fresh'));
+    await box.copyIn(tree, '/root/fresh-dest');
+    await box.copyIn(tree, '/root/fresh-flat', { includeParent: false });
+    const f = path.join(tmp, 'deep.txt');
+    fs.writeFileSync(f, 'deep\n');
+    await box.copyIn(f, '/root/a/b/c/named.txt');
+    await box.copyIn(f, '/root/slashdir/');
+    const r = await sh(
+      box,
+      'cat /root/fresh-dest/tree/a.txt /root/fresh-flat/a.txt /root/a/b/c/named.txt /root/slashdir/deep.txt; ls /root/fresh-dest; test -d /root/fresh-flat/tree || echo no-parent',
+    );
+    expect(r.stdout).toBe('alpha\nalpha\ndeep\ndeep\ntree\nno-parent\n');
+    const onFile = await box.copyIn(tree, '/root/a/b/c/named.txt').catch((e: unknown) => e);
+    expect(onFile).toBeInstanceOf(ConfigError);
+  });
+
   it('files belong to the exec user (user 1000), and copying into /tmp works', async () => {
     const f = path.join(tmp, 'owned.txt');
     fs.writeFileSync(f, 'mine\n');
     await userBox.copyIn(f, '/tmp');
     await userBox.copyIn(makeTree(path.join(tmp, 'user')), '/tmp/utree');
-    const r = await sh(userBox, 'cat /tmp/owned.txt; stat -c %u /tmp/owned.txt /tmp/utree /tmp/utree/a.txt');
-    expect(r.stdout).toBe('mine\n1000\n1000\n1000\n');
+    const r = await sh(userBox, 'cat /tmp/owned.txt; stat -c %u /tmp/owned.txt /tmp/utree /tmp/utree/tree /tmp/utree/tree/a.txt');
+    expect(r.stdout).toBe('mine\n1000\n1000\n1000\n1000\n');
   });
 
   it('overwrite: false refuses to clobber; errors for a missing host path and recursive: false', async () => {
@@ -115,7 +132,7 @@ describe('copyIn', () => {
 describe('copyOut', () => {
   it('copies a file and a tree out byte-exact (2 MiB random file), modes and symlinks kept', async () => {
     const tree = makeTree(path.join(tmp, 'src2'));
-    await box.copyIn(tree, '/root/out');
+    await box.copyIn(tree, '/root/out', { includeParent: false });
     const dest = path.join(tmp, 'out-dir');
     fs.mkdirSync(dest);
     await box.copyOut('/root/out', dest);
@@ -134,6 +151,22 @@ describe('copyOut', () => {
     const file = path.join(tmp, 'single.bin');
     await box.copyOut('/root/out/big.bin', file);
     expect(sha256(file)).toBe(sha256(path.join(tree, 'big.bin')));
+  });
+
+  it('a directory lands as DEST/<name> when DEST does not exist yet; a file to a new path makes its parents', async () => {
+    const dest = path.join(tmp, 'not-there-yet');
+    await box.copyOut('/root/out', dest);
+    expect(fs.readFileSync(path.join(dest, 'out', 'a.txt'), 'utf8')).toBe('alpha\n');
+    const flat = path.join(tmp, 'not-there-flat');
+    await box.copyOut('/root/out', flat, { includeParent: false });
+    expect(fs.readdirSync(flat).sort()).toEqual(['a.txt', 'big.bin', 'bin', 'link']);
+    const deep = path.join(tmp, 'x', 'y', 'z.txt');
+    await box.copyOut('/root/out/a.txt', deep);
+    expect(fs.readFileSync(deep, 'utf8')).toBe('alpha\n');
+    await box.copyOut('/root/out/a.txt', `${path.join(tmp, 'into')}/`);
+    expect(fs.readFileSync(path.join(tmp, 'into', 'a.txt'), 'utf8')).toBe('alpha\n');
+    const onFile = await box.copyOut('/root/out', deep).catch((e: unknown) => e);
+    expect(onFile).toBeInstanceOf(ConfigError);
   });
 
   it('copies a symlink to /etc out as a symlink and leaves the host /etc untouched', async () => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConfigError, ExecutionError, JsBoxlite, type Box } from '../../dist/index.js';
+import { ConfigError, ExecutionError, InvalidStateError, JsBoxlite, type Box } from '../../dist/index.js';
 import { readAll, run as runIn } from './helpers.js';
 
 // One VM for the whole file: booting under TCG costs seconds, and these tests
@@ -166,10 +166,20 @@ describe('regressions', () => {
     expect((await run('echo', ['still fine'])).stdout).toBe('still fine\n');
   });
 
-  it('an invalid signal is refused and the process keeps running', async () => {
-    const ex = await box.exec('sleep', ['30']);
+  it('an invalid signal or TTY size is refused and the process keeps running', async () => {
+    const ex = await box.exec('sleep', ['30'], null, true);
     await expect(ex.signal(0)).rejects.toBeInstanceOf(ConfigError);
     await expect(ex.resizeTty(0, 80)).rejects.toBeInstanceOf(ConfigError);
+    await ex.kill();
+    expect((await ex.wait()).exitCode).toBe(-9);
+  });
+
+  it('resizeTty on an execution without a TTY rejects with InvalidState (as the reference refuses it)', async () => {
+    const ex = await box.exec('sleep', ['30']);
+    const err = await ex.resizeTty(50, 132).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidStateError);
+    expect((err as InvalidStateError).code).toBe('InvalidState');
+    expect((err as Error).message).toMatch(/^invalid state: execution .* has no TTY/);
     await ex.kill();
     expect((await ex.wait()).exitCode).toBe(-9);
   });
@@ -257,6 +267,8 @@ describe('storage', () => {
     expect(w.stdout).toBe('persisted\n');
     await box.stop();
     expect((await box.info()).state.status).toBe('stopped');
+    // stop() spent the handle (the reference's rule): a new one from get() boots the box again.
+    box = (await runtime.get(box.id))!;
     await box.start();
     const r = await run('cat', ['/root/note']);
     expect(r.stdout).toBe('persisted\n');

@@ -36,11 +36,13 @@ export async function run(
   return { exitCode, errorMessage, stdout: stdout.toString('utf8'), stderr: stderr.toString('utf8') };
 }
 
-/** A fresh BOXLITE_HOME that shares only the suite's downloaded kernel. */
+/** Homes made by scratchHome(): setup.ts reports their boxes too when a test fails. */
+export const testHomes: string[] = [];
+
+/** A fresh, empty BOXLITE_HOME (the guest runtime is shared from outside every home). */
 export function scratchHome(prefix = 'boxlite-scratch-'): string {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  fs.mkdirSync(path.join(home, 'init'));
-  fs.symlinkSync(fs.realpathSync(path.join(inject('home'), 'init', 'kernel')), path.join(home, 'init', 'kernel'));
+  testHomes.push(home);
   return home;
 }
 

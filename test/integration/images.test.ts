@@ -81,13 +81,16 @@ describe('pull from a real registry', () => {
   });
 
   it('pulls by digest, and through a configured mirror for an unqualified name', async () => {
-    const rt = new JsBoxlite({ homeDir: home, imageRegistries: [{ host: plain.host, transport: 'http' }] });
+    const rt = new JsBoxlite({ homeDir: home, imageRegistries: [{ host: plain.host, transport: 'http', search: true }] });
     const digest = await manifestDigest(plain, 'busybox', 'latest');
     const byDigest = await rt.images.pull(`${plain.host}/busybox@${digest}`);
     expect(byDigest.reference).toBe(`${plain.host}/busybox@${digest}`);
     // No docker.io access here at all: the mirror must answer for "busybox".
     const mirrored = await rt.images.pull('busybox');
     expect(mirrored.configDigest).toBe(byDigest.configDigest);
+    // The result echoes the reference as asked for, as the reference's ImagePullResult does.
+    expect(mirrored.reference).toBe('busybox');
+    expect(mirrored.resolvedReference).toMatch(/busybox:latest$/);
     rt.close();
   });
 

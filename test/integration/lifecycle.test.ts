@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { ConfigError, EngineError, InvalidStateError, JsBoxlite, PortalError, SimpleBox } from '../../dist/index.js';
+import { ConfigError, EngineError, JsBoxlite, PortalError, SimpleBox, StoppedError } from '../../dist/index.js';
 import { scratchHome } from './helpers.js';
 
 function alive(pid: number): boolean {
@@ -89,16 +89,77 @@ describe('recovery and shared homes', () => {
         expect(await waitGone([shim.shimPid, shim.qemuPid], 10_000)).toBe(true);
         const info = await new JsBoxlite({ homeDir: inject('home') }).getInfo(box.id);
         expect(info?.state.status).toBe('stopped');
-        // The handle does not pretend: the box is stopped until someone starts it.
-        const late = await box.exec('true').catch((e: unknown) => e);
-        expect(late).toBeInstanceOf(InvalidStateError);
+        // As in the reference, the next exec boots the stopped box again (same handle: it was never stop()ped).
+        const late = await box.exec('true');
+        expect((await late.wait()).exitCode).toBe(0);
+        expect((await box.info()).state.status).toBe('running');
       }
-      await box.start();
       const log = await box.exec('cat', ['/root/log']);
       const out = await (await log.stdout()).next();
       expect(out).toBe('persisted-shim\npersisted-qemu\n');
     } finally {
       await runtime.remove(box.id, true);
+    }
+  });
+
+  it("handles as the reference's: get() of a stopped box boots on use; a handle is spent after stop()", async () => {
+    const runtime = new JsBoxlite({ homeDir: inject('home') });
+    const created = await runtime.create({ rootfsPath: inject('image') });
+    const hostFile = path.join(os.tmpdir(), `boxlite-handle-${process.pid}.txt`);
+    fs.writeFileSync(hostFile, 'kept across handles\n');
+    try {
+      // A handle from get() on a configured box: copyIn boots it.
+      const h1 = (await runtime.get(created.id))!;
+      expect((await h1.info()).state.status).toBe('configured');
+      await h1.copyIn(hostFile, '/root/');
+      expect((await h1.info()).state.status).toBe('running');
+      await h1.stop();
+
+      const message = 'stopped: Handle invalidated after stop(). Use runtime.get() to get a new handle.';
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ['exec', () => h1.exec('true')],
+        ['start', () => h1.start()],
+        ['metrics', () => h1.metrics()],
+        ['copyIn', () => h1.copyIn(hostFile, '/root/')],
+        ['copyOut', () => h1.copyOut('/root/x', os.tmpdir())],
+      ];
+      for (const [what, call] of calls) {
+        const err = await call().then(
+          () => new Error(`${what} resolved`),
+          (e: unknown) => e,
+        );
+        expect(err, what).toBeInstanceOf(StoppedError);
+        expect((err as StoppedError).code, what).toBe('Stopped');
+        expect((err as Error).message, what).toBe(message);
+      }
+      // info() still answers, and stop() again is a no-op (so `await using` after stop() is fine).
+      expect((await h1.info()).state.status).toBe('stopped');
+      await h1.stop();
+      // The console log outlives the VM and the handle: its last 2 lines, exactly.
+      const chunks: Buffer[] = [];
+      for await (const c of h1.logs({ tail: 2, follow: true })) chunks.push(c);
+      const tail = Buffer.concat(chunks).toString('utf8');
+      expect(tail.replace(/\n$/, '').split('\n')).toHaveLength(2);
+      expect((await h1.inspect()).paths.consoleLog).toMatch(/boxes\/[0-9A-Z]{26}\/logs\/console\.log$/);
+
+      // A new handle on the stopped box: exec boots it, and the disk kept the file.
+      const h2 = (await runtime.get(created.id))!;
+      expect(h2).not.toBe(h1);
+      expect((await h2.info()).state.status).toBe('stopped');
+      const ex = await h2.exec('cat', ['/root/' + path.basename(hostFile)]);
+      expect(await (await ex.stdout()).next()).toBe('kept across handles\n');
+      expect((await ex.wait()).exitCode).toBe(0);
+      await h2.stop();
+
+      // metrics() boots a stopped box too, and then reports the live VM.
+      const h3 = (await runtime.get(created.id))!;
+      const m = await h3.metrics();
+      expect((await h3.info()).state.status).toBe('running');
+      expect(m.memoryBytes).toBeGreaterThan(0);
+      await h3.stop();
+    } finally {
+      fs.rmSync(hostFile, { force: true });
+      await runtime.remove(created.id, true);
     }
   });
 
@@ -157,7 +218,9 @@ describe('detach, many boxes, metrics', () => {
     const runtime = new JsBoxlite({ homeDir: inject('home') });
     const boxes = await Promise.all(Array.from({ length: 8 }, () => runtime.create({ rootfsPath: inject('image'), memoryMib: 256 })));
     try {
-      const outputs = await Promise.all(
+      // Every boot settles before the finally removes the boxes, and each failure names its box:
+      // one box failing among eight must say which and why (its shim log tail is in the message).
+      const settled = await Promise.allSettled(
         boxes.map(async (box, i) => {
           const ex = await box.exec('sh', ['-c', `echo box-${i} $(hostname)`]);
           const line = await (await ex.stdout()).next();
@@ -165,6 +228,9 @@ describe('detach, many boxes, metrics', () => {
           return line;
         }),
       );
+      const failed = settled.flatMap((r, i) => (r.status === 'rejected' ? [`box ${i} ${boxes[i]!.id}: ${(r.reason as Error).message}`] : []));
+      expect(failed, failed.join('\n')).toEqual([]);
+      const outputs = settled.map((r) => (r as PromiseFulfilledResult<string | null>).value);
       expect(outputs).toEqual(boxes.map((_, i) => `box-${i} boxlite\n`));
       const rm = await runtime.metrics();
       expect(rm.boxesCreatedTotal).toBe(8);
@@ -217,7 +283,7 @@ describe('bad input and failed boots', () => {
       [{ rootfsPath: '/definitely/missing' }, /^configuration error: rootfsPath does not exist/],
       [{ rootfsPath: image, env: [{ key: 'A=B', value: 'x' }] }, /^configuration error: env\[0\]\.key/],
       [{ rootfsPath: image, env: [{ key: '', value: 'x' }] }, /^configuration error: env\[0\]\.key/],
-      [{}, /^configuration error: image or rootfsPath is required/],
+      [{ rootfsPath: image, detach: true, autoRemove: true }, /^configuration error: detach: true cannot be combined with auto-remove/],
     ];
     for (const [options, message] of cases) {
       const err = await runtime.create(options).catch((e: unknown) => e);

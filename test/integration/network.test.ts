@@ -3,6 +3,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ConfigError, JsBoxlite, NetworkError, type Box } from '../../dist/index.js';
@@ -95,10 +96,34 @@ describe('network enabled, published ports', () => {
     server?.close();
   });
 
-  it('has eth0 and resolves host.boxlite.internal to the slirp gateway', async () => {
-    const r = await run(box, 'sh', ['-c', 'ls /sys/class/net; grep host.boxlite.internal /etc/hosts']);
+  it("has the reference's addressing: eth0 192.168.127.2/24 via .1, DNS .1, host.boxlite.internal .254", async () => {
+    const r = await run(box, 'sh', [
+      '-c',
+      'ls /sys/class/net; grep host.boxlite.internal /etc/hosts; cat /etc/resolv.conf; ip -4 addr show dev eth0; ip route',
+    ]);
+    expect(r.exitCode).toBe(0);
     expect(r.stdout.split('\n')).toEqual(expect.arrayContaining(['eth0', 'lo']));
-    expect(r.stdout).toMatch(/^10\.0\.2\.2\s+host\.boxlite\.internal$/m);
+    expect(r.stdout).toMatch(/^192\.168\.127\.254\s+host\.boxlite\.internal$/m);
+    expect(r.stdout).toMatch(/^nameserver 192\.168\.127\.1$/m);
+    expect(r.stdout).toMatch(/inet 192\.168\.127\.2\/24 /);
+    expect(r.stdout).toMatch(/^default via 192\.168\.127\.1 dev eth0/m);
+  });
+
+  it('routes outbound traffic through the gateway (a host server on a non-loopback address)', async () => {
+    const external = Object.values(os.networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    expect(external, 'this host needs a non-loopback IPv4 address for the test').toBeDefined();
+    const outside = http.createServer((req, res) => res.end(`outside ${req.url}`));
+    await new Promise<void>((r) => outside.listen(0, external, r));
+    try {
+      const port = (outside.address() as net.AddressInfo).port;
+      const r = await run(box, 'wget', ['-qO-', `http://${external}:${port}/via-gateway`]);
+      expect(r.stdout).toBe('outside /via-gateway');
+      expect(r.exitCode).toBe(0);
+    } finally {
+      outside.close();
+    }
   });
 
   it('reaches a host loopback server through host.boxlite.internal', async () => {

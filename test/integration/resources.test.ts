@@ -24,6 +24,7 @@ describe('diskSizeGb', () => {
     expect(totalKib).toBeGreaterThanOrEqual(1.8 * 1024 * 1024);
     expect((await sh(box, 'dd if=/dev/zero of=/big bs=1M count=8 2>/dev/null && echo kept > /kept && sync')).exitCode).toBe(0);
     await box.stop();
+    box = (await runtime.get(box.id))!; // stop() spends the handle
     await box.start();
     expect((await sh(box, 'cat /kept; wc -c < /big')).stdout).toBe(`kept\n${8 * 1024 * 1024}\n`);
     const again = await sh(box, 'df -k / | tail -n 1');

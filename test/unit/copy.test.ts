@@ -4,8 +4,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ExecutionError } from '../../src/errors/index.js';
-import { extractTarSafely } from '../../src/runtime/copy.js';
+import { ConfigError, ExecutionError } from '../../src/errors/index.js';
+import { extractTarSafely, placeCopy } from '../../src/runtime/copy.js';
 
 type E = { name: string; type?: 'file' | 'directory' | 'symlink' | 'link'; linkname?: string; data?: string; mode?: number };
 
@@ -135,5 +135,38 @@ describe('copyOut host-side extractor', () => {
     expect(fs.readFileSync(path.join(dest, 'f'), 'utf8')).toBe('old');
     await extract(await tarOf([{ name: 'f', data: 'new' }]), true);
     expect(fs.readFileSync(path.join(dest, 'f'), 'utf8')).toBe('new');
+  });
+});
+
+describe('where a copy lands (placeCopy, the reference rules both ways)', () => {
+  const dir = { name: 'tree', isDir: true };
+  const file = { name: 'a.txt', isDir: false };
+  const withParent = { includeParent: true };
+  const contents = { includeParent: false };
+
+  it('a directory with includeParent lands as DEST/<name>, whether DEST exists or not', () => {
+    expect(placeCopy(dir, '/out', 'dir', withParent, 'copy')).toEqual({ dir: '/out', top: 'tree', create: false });
+    expect(placeCopy(dir, '/out', 'none', withParent, 'copy')).toEqual({ dir: '/out', top: 'tree', create: true });
+    expect(placeCopy(dir, '/out/', 'none', withParent, 'copy')).toEqual({ dir: '/out', top: 'tree', create: true });
+  });
+
+  it('a directory without includeParent puts its contents into DEST (created when missing)', () => {
+    expect(placeCopy(dir, '/out', 'dir', contents, 'copy')).toEqual({ dir: '/out', top: '', create: false });
+    expect(placeCopy(dir, '/out', 'none', contents, 'copy')).toEqual({ dir: '/out', top: '', create: true });
+  });
+
+  it('a file goes into an existing directory or a DEST ending in /, else becomes DEST', () => {
+    expect(placeCopy(file, '/out', 'dir', withParent, 'copy')).toEqual({ dir: '/out', top: 'a.txt', create: false });
+    expect(placeCopy(file, '/new/', 'none', withParent, 'copy')).toEqual({ dir: '/new', top: 'a.txt', create: true });
+    expect(placeCopy(file, '/x/b.txt', 'none', withParent, 'copy')).toEqual({ dir: '/x', top: 'b.txt', create: true });
+    expect(placeCopy(file, '/x/b.txt', 'other', withParent, 'copy')).toEqual({ dir: '/x', top: 'b.txt', create: true });
+    // includeParent only concerns directories
+    expect(placeCopy(file, '/out', 'dir', contents, 'copy')).toEqual({ dir: '/out', top: 'a.txt', create: false });
+  });
+
+  it('refuses a directory onto a file, a file into a "directory/" that is a file, and a file onto /', () => {
+    expect(() => placeCopy(dir, '/f', 'other', withParent, 'copyIn')).toThrow(ConfigError);
+    expect(() => placeCopy(file, '/f/', 'other', withParent, 'copyIn')).toThrow(/not a directory/);
+    expect(() => placeCopy(file, '/', 'none', withParent, 'copyIn')).toThrow(ConfigError);
   });
 });

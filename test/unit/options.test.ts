@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/errors/index.js';
+import { ConfigError, UnsupportedError } from '../../src/errors/index.js';
 import { defaultCommand, execEnvironment } from '../../src/runtime/image.js';
-import { normalizeBoxOptions, validateExec } from '../../src/runtime/options.js';
+import { normalizeBoxOptions, validateExec, type BoxOptions } from '../../src/runtime/options.js';
 import { resolveHome } from '../../src/store/home.js';
 
 const layout = '/'; // any existing path stands in for an OCI layout here
@@ -36,7 +36,6 @@ describe('box options', () => {
     );
     expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, workingDir: 'rel' }, 4))).toMatch(/workingDir must be an absolute path/);
     expect(configError(() => normalizeBoxOptions({ rootfsPath: '/nope/nope' }, 4))).toBe('configuration error: rootfsPath does not exist: /nope/nope');
-    expect(configError(() => normalizeBoxOptions({ cpus: 1 }, 4))).toMatch(/image or rootfsPath is required/);
     expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, cpus: '2' as unknown as number }, 4))).toMatch(/^configuration error: cpus /);
   });
 
@@ -48,11 +47,69 @@ describe('box options', () => {
     );
   });
 
-  it('refuses features this version does not implement instead of ignoring them', () => {
-    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, volumes: [{ managedVolume: 'data' } as never] }, 4))).toMatch(
-      /managed volumes are not supported by the local runtime/,
+  it('refuses features this version does not implement (coded Unsupported) instead of ignoring them', () => {
+    const unsupported = (o: BoxOptions): string => {
+      try {
+        normalizeBoxOptions({ rootfsPath: layout, ...o }, 4);
+      } catch (err) {
+        expect(err).toBeInstanceOf(UnsupportedError);
+        expect((err as UnsupportedError).code).toBe('Unsupported');
+        return (err as Error).message;
+      }
+      throw new Error(`expected an UnsupportedError for ${JSON.stringify(o)}`);
+    };
+    expect(unsupported({ volumes: [{ managedVolume: 'data', guestPath: '/data' }] })).toBe(
+      'unsupported: volumes[0].managedVolume (managed volumes) not implemented yet',
     );
+    expect(unsupported({ autoStop: 60 })).toMatch(/^unsupported: autoStop .* not implemented yet$/);
+    expect(unsupported({ autoDelete: 30 })).toBe(
+      'unsupported: autoDelete after a delay (30 s) not implemented yet; autoRemove: true removes the box when it stops',
+    );
+    expect(unsupported({ healthCheck: { interval: 30, timeout: 5, retries: 3, startPeriod: 0 } })).toBe('unsupported: healthCheck not implemented yet');
+    expect(unsupported({ secrets: [{ name: 'k', value: 'v' }] })).toMatch(/^unsupported: secrets/);
+    expect(unsupported({ network: { allowNet: ['example.com'] } })).toMatch(/^unsupported: network allowNet/);
+    expect(unsupported({ network: { outbound: { mode: 'enabled', allowNet: ['example.com'] } } })).toMatch(/^unsupported: network allowNet/);
+    expect(unsupported({ network: { inbound: { mode: 'enabled' } } })).toMatch(/^unsupported: network\.inbound\.mode "enabled"/);
+    expect(unsupported({ security: { closeFds: false } })).toMatch(/^unsupported: security\.closeFds/);
+    // Their default values change nothing and are accepted.
+    const o = normalizeBoxOptions(
+      {
+        rootfsPath: layout,
+        autoStop: 0,
+        autoDelete: 0,
+        autoResume: true,
+        secrets: [],
+        network: { outbound: { mode: 'enabled', allowNet: [] }, inbound: { mode: 'disabled', allowNet: [] } },
+        security: { jailerEnabled: false, seccompEnabled: false, networkEnabled: true, closeFds: true },
+        advanced: { capabilities: { add: [], drop: [] } },
+      },
+      4,
+    );
+    expect(o).toMatchObject({ network: 'enabled', autoDelete: 0, autoResume: true, autoRemove: false });
+    // Shapes are still checked first, as configuration errors.
     expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, ports: [{}] as never }, 4))).toMatch(/^configuration error: ports\[0\]\.guestPort is required/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, autoStop: -1 }, 4))).toMatch(/^configuration error: autoStop must be >= 0/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, security: { maxMemory: 1.5 } }, 4))).toMatch(/^configuration error: security\.maxMemory must be an integer/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, network: { inbound: {} } as never }, 4))).toMatch(/^configuration error: network\.inbound\.mode/);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, security: { maxFiles: 1 } as never }, 4))).toBe(
+      'configuration error: security has no field "maxFiles"',
+    );
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, autoremove: true } as never, 4))).toBe('configuration error: options has no field "autoremove"');
+  });
+
+  it('defaults the image to alpine:latest, as the reference does', () => {
+    expect(normalizeBoxOptions({}, 4).image).toBe('alpine:latest');
+    expect(normalizeBoxOptions({ image: 'busybox' }, 4).image).toBe('busybox');
+    expect(normalizeBoxOptions({ rootfsPath: layout, image: 'busybox' }, 4).image).toBeUndefined();
+  });
+
+  it('lets an explicit autoDelete win over the deprecated autoRemove, and refuses detach with auto-remove', () => {
+    expect(normalizeBoxOptions({ rootfsPath: layout, autoRemove: true }, 4).autoRemove).toBe(true);
+    expect(normalizeBoxOptions({ rootfsPath: layout, autoRemove: true, autoDelete: 0 }, 4).autoRemove).toBe(false);
+    expect(configError(() => normalizeBoxOptions({ rootfsPath: layout, detach: true, autoRemove: true }, 4))).toMatch(
+      /^configuration error: detach: true cannot be combined with auto-remove/,
+    );
+    expect(normalizeBoxOptions({ rootfsPath: layout, detach: true, autoRemove: false }, 4).detach).toBe(true);
   });
 
   it('validates host path volumes', () => {

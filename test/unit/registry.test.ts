@@ -13,7 +13,9 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BoxliteError } from '../../src/errors/index.js';
 import { hostPlatform, MediaTypes } from '../../src/images/oci-layout.js';
-import { pullImage, type PullOptions, type PullProgress } from '../../src/images/pull.js';
+import { pullImage, searchCandidates, type PullOptions, type PullProgress } from '../../src/images/pull.js';
+import { parseReference } from '../../src/images/reference.js';
+import { searchRegistries } from '../../src/images/registry/settings.js';
 import { parseChallenges, parseRegistries, RegistryClient, type RegistrySettings } from '../../src/images/registry/index.js';
 
 // ---------- helpers ----------
@@ -849,7 +851,7 @@ describe('unqualified references', () => {
 
   it('searches the configured registries in order; first that has it wins', async () => {
     b.putImage('tools', 'v2', img);
-    const registries = [a.settings(), b.settings(), { host: 'docker.io', search: false }];
+    const registries = [a.settings({ search: true }), b.settings({ search: true })];
     const r = await pullImage('tools:v2', opts(freshStore(), { registries }));
     expect(r.reference).toBe(`${b.host}/tools:v2`);
     expect(r.registry).toBe(b.host);
@@ -866,7 +868,7 @@ describe('unqualified references', () => {
   });
 
   it('reports every attempt when no registry has the image; qualified names do not search', async () => {
-    const registries = [a.settings(), b.settings({ search: true }), { host: 'docker.io', search: false }];
+    const registries = [a.settings({ search: true }), b.settings({ search: true })];
     const err = await rejection(pullImage('ghost', opts(freshStore(), { registries })));
     expect(err.code).toBe('Image');
     expect(err.message).toContain('not found in any registry');
@@ -880,14 +882,21 @@ describe('unqualified references', () => {
     expect(a.log).toEqual([]);
   });
 
-  it('skips registries with search: false', async () => {
+  it('searches only registries with search: true (the default is false), and not docker.io after them', async () => {
     a.putImage('tools', 'v1', img);
     b.putImage('tools', 'v1', img);
     const r = await pullImage('tools:v1', opts(freshStore(), {
-      registries: [a.settings({ search: false }), b.settings(), { host: 'docker.io', search: false }],
+      registries: [a.settings({ search: false }), a.settings(), b.settings({ search: true })],
     }));
     expect(r.registry).toBe(b.host);
     expect(a.log).toEqual([]);
+    const ref = parseReference('tools:v1');
+    const only = (list: RegistrySettings[]) => searchCandidates('tools:v1', ref, list).map((c) => c.ref.canonical);
+    expect(only([b.settings({ search: true })])).toEqual([`${b.host}/library/tools:v1`, `${b.host}/tools:v1`]);
+    expect(only([a.settings(), { host: 'index.docker.io', search: true }])).toEqual(['docker.io/library/tools:v1']);
+    expect(only([])).toEqual(['docker.io/library/tools:v1']);
+    expect(only([a.settings()])).toEqual(['docker.io/library/tools:v1']);
+    expect(searchRegistries([a.settings({ search: true }), b.settings({ search: true }), a.settings({ search: true })])).toEqual([a.host, b.host]);
   });
 });
 

@@ -3,26 +3,28 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detectAccelerator, hostTscKhz, type AccelProbes } from '../../src/vmm/accel.js';
-import { buildQemuCommand, buildKernelCmdline, qemuOptValue, type QemuSpec } from '../../src/vmm/qemu.js';
+import { qemuArgs, buildKernelCmdline, qemuOptValue, type VmPlan } from '../../src/vmm/qemu.js';
+import { vmPlan } from '../../src/runtime/box.js';
+import { normalizeBoxOptions } from '../../src/runtime/options.js';
 import { buildInitramfs, writeNewc } from '../../src/vmm/initramfs.js';
-import { locateGuestAssets } from '../../src/vmm/assets.js';
 
 const noHost = { env: {}, tscKhz: () => null };
 
-function spec(over: Partial<QemuSpec> = {}): QemuSpec {
+type PlanOver = Partial<Omit<VmPlan, 'resources' | 'boot'>> & { resources?: Partial<VmPlan['resources']>; boot?: Partial<VmPlan['boot']> };
+
+function plan(over: PlanOver = {}): VmPlan {
+  const { resources, boot, ...rest } = over;
   return {
     accel: 'tcg',
-    cpus: 2,
-    memoryMib: 512,
-    kernelPath: '/k/vmlinux',
-    initrdPath: '/k/initramfs-abc.cpio',
-    rootDiskPath: '/b/disk.qcow2',
-    agentSocketPath: '/b/agent.sock',
-    consoleLogPath: '/b/logs/console.log',
-    network: null,
-    tscKhz: 2445406,
     arch: 'x86_64',
-    ...over,
+    resources: { cpus: 2, memoryMib: 512, ...resources },
+    boot: { kernelPath: '/k/vmlinux', initrdPath: '/k/initramfs-abc.cpio', tscKhz: 2445406, ...boot },
+    disks: [{ path: '/b/disk.qcow2', format: 'qcow2' }],
+    shares: [],
+    nics: [],
+    console: { logPath: '/b/logs/console.log' },
+    agent: { socketPath: '/b/agent.sock' },
+    ...rest,
   };
 }
 
@@ -35,9 +37,9 @@ function all(args: string[], flag: string): string[] {
   return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
 }
 
-describe('buildQemuCommand', () => {
+describe('qemuArgs (VM plan → QEMU argv)', () => {
   it('builds the measured TCG microvm recipe', () => {
-    const { binary, args } = buildQemuCommand(spec(), noHost);
+    const { binary, args } = qemuArgs(plan(), noHost);
     expect(binary).toBe('qemu-system-x86_64');
     expect(opt(args, '-M')).toBe('microvm,acpi=on,rtc=on');
     for (const f of ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot']) expect(args).toContain(f);
@@ -54,22 +56,22 @@ describe('buildQemuCommand', () => {
   });
 
   it('passes the host TSC rate under TCG', () => {
-    const append = opt(buildQemuCommand(spec(), noHost).args, '-append')!.split(' ');
+    const append = opt(qemuArgs(plan(), noHost).args, '-append')!.split(' ');
     expect(append).toContain('tsc_early_khz=2445406');
     expect(append).toContain('tsc=reliable');
     expect(append).toContain('no_timer_check');
   });
 
   it('reads the TSC rate from the host when the spec leaves it out', () => {
-    const append = buildKernelCmdline(spec({ tscKhz: undefined }), { tscKhz: () => 3000000 });
+    const append = buildKernelCmdline(plan({ boot: { tscKhz: undefined } }), { tscKhz: () => 3000000 });
     expect(append).toContain('tsc_early_khz=3000000');
-    const unknown = buildKernelCmdline(spec({ tscKhz: null }), { tscKhz: () => 3000000 });
+    const unknown = buildKernelCmdline(plan({ boot: { tscKhz: null } }), { tscKhz: () => 3000000 });
     expect(unknown).not.toContain('tsc_early_khz');
     expect(unknown).toContain('tsc=reliable');
   });
 
   it('uses KVM with the host CPU and no TSC workaround', () => {
-    const { args } = buildQemuCommand(spec({ accel: 'kvm' }), noHost);
+    const { args } = qemuArgs(plan({ accel: 'kvm' }), noHost);
     expect(opt(args, '-accel')).toBe('kvm');
     expect(opt(args, '-cpu')).toBe('host');
     const append = opt(args, '-append')!;
@@ -77,7 +79,7 @@ describe('buildQemuCommand', () => {
   });
 
   it('wires the agent port as a socket client named boxlite.agent', () => {
-    const { args } = buildQemuCommand(spec(), noHost);
+    const { args } = qemuArgs(plan(), noHost);
     const chardevs = all(args, '-chardev');
     expect(chardevs).toContain('socket,id=agent,path=/b/agent.sock');
     expect(chardevs.find((c) => c.startsWith('socket,id=agent'))).not.toMatch(/server/);
@@ -89,18 +91,18 @@ describe('buildQemuCommand', () => {
   });
 
   it('attaches the qcow2 overlay as virtio-blk on virtio-mmio', () => {
-    const { args } = buildQemuCommand(spec(), noHost);
+    const { args } = qemuArgs(plan(), noHost);
     expect(opt(args, '-drive')).toBe('id=root,file=/b/disk.qcow2,format=qcow2,if=none,discard=unmap');
     expect(all(args, '-device')).toContain('virtio-blk-device,drive=root');
-    const noDisk = buildQemuCommand(spec({ rootDiskPath: null }), noHost).args;
+    const noDisk = qemuArgs(plan({ disks: [] }), noHost).args;
     expect(noDisk).not.toContain('-drive');
     expect(opt(noDisk, '-append')).not.toContain('boxlite.root');
   });
 
   it('shares volumes over virtio-9p and names them on the kernel command line', () => {
-    const { args } = buildQemuCommand(
-      spec({
-        volumes: [
+    const { args } = qemuArgs(
+      plan({
+        shares: [
           { hostPath: '/h/data', guestPath: '/data', readOnly: false },
           { hostPath: '/h/a,b', guestPath: '/mnt/my dir:x', readOnly: true },
         ],
@@ -116,39 +118,44 @@ describe('buildQemuCommand', () => {
     const append = opt(args, '-append')!.split(' ');
     expect(append).toContain('boxlite.vol=0:rw:/data');
     expect(append).toContain('boxlite.vol=1:ro:/mnt/my%20dir%3Ax');
-    expect(buildQemuCommand(spec(), noHost).args).not.toContain('-fsdev');
+    expect(qemuArgs(plan(), noHost).args).not.toContain('-fsdev');
   });
 
     it('has no NIC at all when the network is off', () => {
-    const { args } = buildQemuCommand(spec({ network: null }), noHost);
+    const { args } = qemuArgs(plan(), noHost);
     expect(args).not.toContain('-netdev');
     expect(all(args, '-device').some((d) => d.startsWith('virtio-net'))).toBe(false);
     expect(opt(args, '-append')).not.toContain('boxlite.ip');
   });
 
   it('adds slirp with a fixed address and port forwards when the network is on', () => {
-    const { args } = buildQemuCommand(
-      spec({
-        network: {
-          hostfwd: [
-            { protocol: 'tcp', hostPort: 8080, guestPort: 80 },
-            { protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 5353, guestPort: 53 },
-          ],
-        },
+    const { args } = qemuArgs(
+      plan({
+        nics: [
+          {
+            kind: 'user',
+            ports: [
+              { protocol: 'tcp', hostPort: 8080, guestPort: 80 },
+              { protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 5353, guestPort: 53 },
+            ],
+          },
+        ],
       }),
       noHost,
     );
     expect(opt(args, '-netdev')).toBe(
-      'user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:5353-:53',
+      'user,id=net0,net=192.168.127.0/24,host=192.168.127.254,dns=192.168.127.1,dhcpstart=192.168.127.2,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:5353-:53',
     );
     expect(all(args, '-device')).toContain('virtio-net-device,netdev=net0');
     const append = opt(args, '-append')!.split(' ');
-    expect(append).toEqual(expect.arrayContaining(['boxlite.ip=10.0.2.15/24', 'boxlite.gw=10.0.2.2', 'boxlite.dns=10.0.2.3']));
+    expect(append).toEqual(
+      expect.arrayContaining(['boxlite.ip=192.168.127.2/24', 'boxlite.gw=192.168.127.1', 'boxlite.dns=192.168.127.1', 'boxlite.host=192.168.127.254']),
+    );
   });
 
   it('adds QMP, seccomp and extra kernel arguments on request', () => {
-    const { args } = buildQemuCommand(
-      spec({ qmpSocketPath: '/b/qmp.sock', seccomp: true, extraCmdline: ['loglevel=7', 'foo=bar'] }),
+    const { args } = qemuArgs(
+      plan({ controlSocketPath: '/b/qmp.sock', seccomp: true, boot: { extraCmdline: ['loglevel=7', 'foo=bar'] } }),
       noHost,
     );
     expect(all(args, '-chardev')).toContain('socket,id=qmp,path=/b/qmp.sock,server=on,wait=off');
@@ -157,19 +164,60 @@ describe('buildQemuCommand', () => {
     expect(opt(args, '-append')).toMatch(/ loglevel=7 foo=bar$/);
   });
 
+  it('attaches further disks in order after the root, read-only ones with readonly=on', () => {
+    const { args } = qemuArgs(
+      plan({ disks: [{ path: '/b/disk.qcow2', format: 'qcow2' }, { path: '/b/base.ext4', format: 'raw', readOnly: true }] }),
+      noHost,
+    );
+    expect(all(args, '-drive')).toEqual([
+      'id=root,file=/b/disk.qcow2,format=qcow2,if=none,discard=unmap',
+      'id=disk1,file=/b/base.ext4,format=raw,if=none,discard=unmap,readonly=on',
+    ]);
+    expect(all(args, '-device')).toEqual(expect.arrayContaining(['virtio-blk-device,drive=root', 'virtio-blk-device,drive=disk1']));
+    expect(() => qemuArgs(plan({ nics: [{ kind: 'user', ports: [] }, { kind: 'user', ports: [] }] }), noHost)).toThrow(/at most one network interface/);
+  });
+
+  it("describes a box's options as a plan: resources, root disk, shares, one NIC with its ports, console, agent", () => {
+    const options = normalizeBoxOptions(
+      {
+        rootfsPath: process.cwd(),
+        cpus: 3,
+        memoryMib: 768,
+        volumes: [{ hostPath: process.cwd(), guestPath: '/src', readOnly: true }],
+        ports: [{ hostPort: 8080, guestPort: 80 }],
+      },
+      4,
+    );
+    const paths = { disk: '/h/boxes/x/disk.qcow2', agentSocket: '/h/boxes/x/agent.sock', consoleLog: '/h/boxes/x/logs/console.log' };
+    const p = vmPlan(options, paths, { kernelPath: '/r/vmlinux', initrdPath: '/r/initramfs.cpio' }, 'kvm');
+    expect(p).toEqual({
+      accel: 'kvm',
+      resources: { cpus: 3, memoryMib: 768 },
+      boot: { kernelPath: '/r/vmlinux', initrdPath: '/r/initramfs.cpio', tscKhz: null },
+      disks: [{ path: paths.disk, format: 'qcow2' }],
+      shares: [{ hostPath: process.cwd(), guestPath: '/src', readOnly: true }],
+      nics: [{ kind: 'user', ports: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestPort: 80 }] }],
+      console: { logPath: paths.consoleLog },
+      agent: { socketPath: paths.agentSocket },
+    });
+    const off = vmPlan(normalizeBoxOptions({ rootfsPath: process.cwd(), network: { outbound: { mode: 'disabled' } } }, 4), paths, p.boot, 'tcg');
+    expect(off.nics).toEqual([]);
+    expect(off.boot.tscKhz === null || off.boot.tscKhz! > 0).toBe(true);
+  });
+
   it('escapes commas in paths inside option strings', () => {
     expect(qemuOptValue('/a,b/c')).toBe('/a,,b/c');
-    const { args } = buildQemuCommand(spec({ agentSocketPath: '/x,y/agent.sock' }), noHost);
+    const { args } = qemuArgs(plan({ agent: { socketPath: '/x,y/agent.sock' } }), noHost);
     expect(all(args, '-chardev')).toContain('socket,id=agent,path=/x,,y/agent.sock');
   });
 
   it('honours BOXLITE_QEMU and an explicit binary', () => {
-    expect(buildQemuCommand(spec(), { ...noHost, env: { BOXLITE_QEMU: '/opt/q/qemu' } }).binary).toBe('/opt/q/qemu');
-    expect(buildQemuCommand(spec({ binary: '/usr/bin/q' }), { ...noHost, env: { BOXLITE_QEMU: '/opt/q/qemu' } }).binary).toBe('/usr/bin/q');
+    expect(qemuArgs(plan(), { ...noHost, env: { BOXLITE_QEMU: '/opt/q/qemu' } }).binary).toBe('/opt/q/qemu');
+    expect(qemuArgs(plan({ binary: '/usr/bin/q' }), { ...noHost, env: { BOXLITE_QEMU: '/opt/q/qemu' } }).binary).toBe('/usr/bin/q');
   });
 
   it('targets virt + hvf on arm64 macOS', () => {
-    const { binary, args } = buildQemuCommand(spec({ accel: 'hvf', arch: 'aarch64' }), noHost);
+    const { binary, args } = qemuArgs(plan({ accel: 'hvf', arch: 'aarch64' }), noHost);
     expect(binary).toBe('qemu-system-aarch64');
     expect(opt(args, '-M')).toMatch(/^virt/);
     expect(opt(args, '-accel')).toBe('hvf');
@@ -177,13 +225,13 @@ describe('buildQemuCommand', () => {
   });
 
   it('rejects invalid resources with a configuration error', () => {
-    expect(() => buildQemuCommand(spec({ cpus: 0 }), noHost)).toThrow(/^configuration error: /);
-    expect(() => buildQemuCommand(spec({ memoryMib: 1.5 }), noHost)).toThrow(/^configuration error: /);
+    expect(() => qemuArgs(plan({ resources: { cpus: 0 } }), noHost)).toThrow(/^configuration error: /);
+    expect(() => qemuArgs(plan({ resources: { memoryMib: 1.5 } }), noHost)).toThrow(/^configuration error: /);
     expect(() =>
-      buildQemuCommand(spec({ network: { hostfwd: [{ protocol: 'tcp', hostPort: 70000, guestPort: 80 }] } }), noHost),
+      qemuArgs(plan({ nics: [{ kind: 'user', ports: [{ protocol: 'tcp', hostPort: 70000, guestPort: 80 }] }] }), noHost),
     ).toThrow(/^configuration error: invalid port/);
     expect(() =>
-      buildQemuCommand(spec({ network: { hostfwd: [{ protocol: 'tcp', hostAddress: 'a,b', hostPort: 1, guestPort: 80 }] } }), noHost),
+      qemuArgs(plan({ nics: [{ kind: 'user', ports: [{ protocol: 'tcp', hostAddress: 'a,b', hostPort: 1, guestPort: 80 }] }] }), noHost),
     ).toThrow(/^configuration error: invalid host address/);
   });
 });
@@ -332,35 +380,5 @@ describe('initramfs', () => {
     const e = [{ path: 'init', type: 'file' as const, perm: 0o755, data: Buffer.from('x') }];
     expect(writeNewc(e).equals(writeNewc(e))).toBe(true);
     expect(() => writeNewc([{ path: '../etc', type: 'dir', perm: 0o755 }])).toThrow();
-  });
-});
-
-describe('locateGuestAssets', () => {
-  it('finds the kernel from kernel.json and builds the initramfs', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vmm-home-'));
-    try {
-      const kdir = join(dir, 'init', 'kernel');
-      mkdirSync(join(kdir, 'modules'), { recursive: true });
-      writeFileSync(join(kdir, 'vmlinux'), 'k');
-      writeFileSync(join(kdir, 'kernel.json'), JSON.stringify({ version: '6.1.192-2', kernel: 'vmlinux' }));
-      writeFileSync(join(dir, 'agent'), 'a');
-      const assets = await locateGuestAssets(dir, join(dir, 'agent'));
-      expect(assets.kernelPath).toBe(join(kdir, 'vmlinux'));
-      expect(assets.kernelVersion).toBe('6.1.192-2');
-      expect(assets.initrdPath.startsWith(join(dir, 'init', 'initramfs-'))).toBe(true);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('tells the user to run setup when the kernel is missing', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vmm-home-'));
-    try {
-      await expect(locateGuestAssets(dir, join(dir, 'agent'))).rejects.toThrow(
-        /^engine reported an error: guest kernel not found at .*; run `npm run setup`$/,
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 });

@@ -10,8 +10,9 @@ import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { StorageError, type BoxliteError } from '../../errors/index.js';
-import { isProcessAlive } from '../../util/fs.js';
+import { isProcessAlive, storageError } from '../../util/fs.js';
+
+export { storageError };
 
 let seq = 0;
 
@@ -125,11 +126,4 @@ export async function writeBlobAtomic(tmpDir: string, dest: string, data: Buffer
     await fsp.rm(tmp, { force: true }).catch(() => {});
     throw err;
   });
-}
-
-export function storageError(err: unknown, what: string): BoxliteError {
-  if (err instanceof StorageError) return err;
-  const code = (err as NodeJS.ErrnoException)?.code;
-  const hint = code === 'ENOSPC' ? ' (no space left on device)' : code === 'EACCES' || code === 'EPERM' ? ' (permission denied)' : '';
-  return new StorageError(`${what}: ${(err as Error)?.message ?? String(err)}${hint}`, { cause: err });
 }

@@ -479,14 +479,23 @@ export class RegistryClient {
       );
     }
     let parsed: ReturnType<typeof parseTokenResponse>;
+    let unreadable: unknown;
     try {
       parsed = parseTokenResponse(JSON.parse((await readBody(res.body, 1024 * 1024, 'token response')).toString('utf8')));
     } catch (err) {
       if (err instanceof BoxliteError) throw err;
       if (isAbort(err, signal)) throw cancelled(signal);
+      // A body cut off mid-way is the transport's failure; anything else (not JSON) the server's.
+      if (!(err instanceof SyntaxError)) throw networkError(err, this.registry, url);
       parsed = undefined;
+      unreadable = err;
     }
-    if (!parsed) throw new RegistryError(`token server ${url.origin}${url.pathname} of ${this.registry} returned no token`, 'other');
+    if (!parsed) {
+      const why = unreadable ? `an answer that is not JSON (${(unreadable as Error).message})` : 'no token';
+      throw new RegistryError(`token server ${url.origin}${url.pathname} of ${this.registry} returned ${why}`, 'other', {
+        ...(unreadable ? { cause: unreadable } : {}),
+      });
+    }
     this.tokens.set(key, parsed.token, parsed.expiresIn);
     return parsed.token;
   }

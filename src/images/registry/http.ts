@@ -243,7 +243,11 @@ export class HttpTransport {
       if ([301, 302, 303, 307, 308].includes(res.statusCode) && location) {
         await discard(res.body);
         if (hops >= MAX_REDIRECTS) throw new ImageError(`too many redirects from ${req.registry} (${req.url.href})`);
-        url = new URL(location, url);
+        try {
+          url = new URL(location, url);
+        } catch (err) {
+          throw new ImageError(`${req.registry} redirected ${url.href} to an invalid location ${JSON.stringify(location)}`, { cause: err });
+        }
         if (res.statusCode === 303 || ((res.statusCode === 301 || res.statusCode === 302) && method === 'POST')) {
           if (method !== 'HEAD') method = 'GET';
           body = undefined;

@@ -21,7 +21,10 @@ export interface RegistrySettings {
   transport?: 'https' | 'http';
   /** Do not verify the TLS certificate (https only). */
   skipVerify?: boolean;
-  /** Search this registry for unqualified references (`alpine`). Default true. */
+  /**
+   * Search this registry for unqualified references (`alpine`). Default false, as in the
+   * reference: an entry without it only configures pulls of references naming its host.
+   */
   search?: boolean;
   auth?: RegistryAuth;
   /** Extra trusted CA: a PEM file path, or the PEM text itself. */
@@ -105,6 +108,21 @@ export function parseRegistries(value: unknown, field = 'imageRegistries'): Regi
     if (s.caFile !== undefined) out.caFile = s.caFile;
     return out;
   });
+}
+
+/**
+ * The registries unqualified references are searched in, in order: the hosts of the entries with
+ * `search: true` (each once; Docker Hub aliases count as `docker.io`). With none, `docker.io`
+ * alone: the reference's default. docker.io is not tried after a non-empty list unless listed.
+ */
+export function searchRegistries(list: readonly RegistrySettings[]): string[] {
+  const out: string[] = [];
+  for (const entry of list) {
+    if (entry.search !== true) continue;
+    const host = isDockerHub(entry.host) ? 'docker.io' : entry.host.toLowerCase();
+    if (!out.includes(host)) out.push(host);
+  }
+  return out.length ? out : ['docker.io'];
 }
 
 /** Alias of parseRegistries. */

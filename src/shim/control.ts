@@ -1,0 +1,81 @@
+// Control commands (docs/protocol.md §6): CONTROL requests a client sends the shim itself,
+// typed end to end. One handler per op on the shim side; the client side bounds each op by
+// its own timeout, so a shim that stops answering is a Timeout, never a hung call.
+import { BoxliteError, InvalidArgumentError, PortalError, toBoxliteError, type ErrorCode } from '../errors/index.js';
+import type { ShimState } from './config.js';
+
+export type ControlRequest = { op: 'info' } | { op: 'ping' } | { op: 'stop' };
+export type ControlOp = ControlRequest['op'];
+
+export interface ControlReplies {
+  info: ShimState;
+  ping: { rttMs: number };
+  stop: Record<never, never>;
+}
+
+export type ControlReply<K extends ControlOp = ControlOp> =
+  | ({ ok: true } & ControlReplies[K])
+  | { ok: false; code: ErrorCode; message: string };
+
+/** Client-side bound per op. `stop` covers the shim's graceful power-off bound (10 s) and cleanup. */
+export const CONTROL_TIMEOUT_MS: Readonly<Record<ControlOp, number>> = {
+  info: 10_000,
+  ping: 15_000,
+  stop: 30_000,
+};
+
+const OPS = new Set<string>(Object.keys(CONTROL_TIMEOUT_MS));
+
+/**
+ * Handlers, one per op. Each one answers through `reply` exactly once; `stop` replies
+ * before the shim closes its sockets, so it cannot simply return its result.
+ */
+export type ControlHandlers = {
+  [K in ControlOp]: (req: Extract<ControlRequest, { op: K }>, reply: (body: ControlReplies[K]) => void) => Promise<void>;
+};
+
+export function parseControlRequest(data: Buffer): ControlRequest {
+  let req: unknown;
+  try {
+    req = JSON.parse(data.toString('utf8'));
+  } catch (err) {
+    throw new PortalError(`malformed CONTROL request: ${(err as Error).message}`, { cause: err });
+  }
+  const op = (req as { op?: unknown } | null)?.op;
+  if (typeof op !== 'string' || !OPS.has(op)) {
+    throw new InvalidArgumentError(`unknown control op ${JSON.stringify(op ?? null)}`);
+  }
+  return { op } as ControlRequest;
+}
+
+/** Runs one request against the handlers; every failure becomes an `{ok:false}` reply. */
+export async function serveControl(handlers: ControlHandlers, data: Buffer, send: (reply: ControlReply) => void): Promise<void> {
+  let replied = false;
+  const once = (body: ControlReply) => {
+    if (replied) return;
+    replied = true;
+    send(body);
+  };
+  try {
+    const req = parseControlRequest(data);
+    const handler = handlers[req.op] as (r: ControlRequest, reply: (body: object) => void) => Promise<void>;
+    await handler(req, (body) => once({ ok: true, ...body } as ControlReply));
+  } catch (err) {
+    const e: BoxliteError = toBoxliteError(err);
+    once({ ok: false, code: e.code, message: e.message });
+  }
+}
+
+/** Validates a REPLY body from the shim; anything but a JSON object with a boolean `ok` is a Portal error. */
+export function parseControlReply(data: Buffer): ControlReply {
+  let body: unknown;
+  try {
+    body = JSON.parse(data.toString('utf8'));
+  } catch (err) {
+    throw new PortalError(`malformed REPLY from the box shim: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof body !== 'object' || body === null || typeof (body as { ok?: unknown }).ok !== 'boolean') {
+    throw new PortalError('malformed REPLY from the box shim: not an object with a boolean "ok"');
+  }
+  return body as ControlReply;
+}
