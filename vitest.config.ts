@@ -20,6 +20,19 @@ export default defineConfig({
           setupFiles: ['test/integration/setup.ts'],
         },
       },
+      {
+        // The box types (issue 8) on their images: slow under TCG, run serially and on their own
+        // (scripts/test.sh runs this project after the others, never alongside them).
+        test: {
+          name: 'boxtypes',
+          include: ['test/boxtypes/**/*.test.ts'],
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
+          fileParallelism: false,
+          globalSetup: ['test/integration/global-setup.ts'],
+          setupFiles: ['test/integration/setup.ts'],
+        },
+      },
     ],
   },
 });

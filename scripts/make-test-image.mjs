@@ -470,7 +470,7 @@ export function fetchDebs(packages, debsDir = path.join(REPO_ROOT, '.cache', 'de
 }
 
 /** Drops docs (keeping copyright files), man pages, lintian overrides and glibc's iconv modules. */
-function pruneDebRoot(root) {
+export function pruneDebRoot(root) {
   for (const rel of ['usr/share/man', 'usr/share/lintian', 'usr/share/info']) fs.rmSync(path.join(root, rel), { recursive: true, force: true });
   const doc = path.join(root, 'usr/share/doc');
   if (fs.existsSync(doc)) {
@@ -487,7 +487,7 @@ function pruneDebRoot(root) {
 }
 
 /** Tar entries for every file under root (owner root, fixed mtime, sorted, hard links kept). */
-function treeEntries(root) {
+export function treeEntries(root) {
   const entries = [];
   const seen = new Map(); // dev:ino -> first name
   const walk = (rel) => {
@@ -517,7 +517,7 @@ function treeEntries(root) {
 }
 
 /** Runs argv chrooted into root (root via chroot, else an unprivileged user namespace). */
-function chrootRun(root, argv) {
+export function chrootRun(root, argv) {
   const [cmd, args] = process.getuid?.() === 0 ? ['chroot', [root, ...argv]] : ['unshare', ['--map-root-user', 'chroot', root, ...argv]];
   return run(cmd, args, { env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' } });
 }
@@ -577,7 +577,7 @@ export async function makePythonImage(outDir, opts = {}) {
 
 // ---------- CLI ----------
 
-const VARIANTS = 'busybox|layers|multiarch|python';
+const VARIANTS = 'busybox|layers|multiarch|python|codebox|desktop|skillbox-test|browserbox|browserbox-firefox';
 
 async function main(argv) {
   let out;
@@ -604,6 +604,9 @@ async function main(argv) {
   else if (variant === 'layers') res = await makeLayersImage(out, { ref });
   else if (variant === 'multiarch') res = await makeMultiarchImage(out, { busybox, ref });
   else if (variant === 'python') res = await makePythonImage(out, { busybox, ref, debsDir });
+  else if (variant === 'browserbox' || variant === 'browserbox-firefox') res = await (await import('./images/browserbox.mjs')).makeBrowserboxImage(out, { busybox, ref, debsDir, firefox: variant === 'browserbox-firefox' });
+  else if (variant === 'codebox') res = await (await import('./images/codebox.mjs')).makeCodeboxImage(out, { busybox, ref, debsDir });
+  else if (variant === 'desktop' || variant === 'skillbox-test') res = await (await import('./images/desktop.mjs'))[variant === 'desktop' ? 'makeDesktopImage' : 'makeSkillboxTestImage'](out, { busybox, ref, debsDir });
   else throw new Error(`unknown variant "${variant}" (${VARIANTS})`);
   console.log(`${out}: ${variant} image ${res.manifestDigest}`);
   if (res.debs) console.log(`  debs: ${res.debs.map((d) => `${d.pkg}=${d.version}`).join(' ')}`);

@@ -53,5 +53,8 @@ node scripts/make-test-image.mjs .cache/images/busybox --variant busybox
 #        downloaded once into .cache/debs/ (offline afterwards), on top of busybox
 say "building the python image (.cache/images/python)"
 node scripts/make-test-image.mjs .cache/images/python --variant python
+say "building the codebox image (.cache/images/codebox: python:slim stand-in, Debian python3.11 + pip, ~18 MB of .debs, cached)"; node scripts/make-test-image.mjs .cache/images/codebox --variant codebox
+say "building the browserbox image (.cache/images/browserbox: chromium-headless-shell, node, Playwright 1.58; ~154 MB of .debs, cached; and a firefox-esr variant)"; node scripts/make-test-image.mjs .cache/images/browserbox --variant browserbox && node scripts/make-test-image.mjs .cache/images/browserbox-firefox --variant browserbox-firefox
 
+say "building the desktop and skillbox-test images (.cache/images/{desktop,skillbox-test}: Xvfb, xdotool, PIL, xterm; + a stand-in claude, node/npx; cached)"; node scripts/make-test-image.mjs .cache/images/desktop --variant desktop && node scripts/make-test-image.mjs .cache/images/skillbox-test --variant skillbox-test
 say "setup complete"

@@ -7,7 +7,13 @@ bash scripts/setup.sh
 
 echo "==> tests: unit, protocol, host (agent in host mode), integration (real VMs)"
 mkdir -p .cache
-npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/vitest-results.json
+npx vitest run --project unit --project protocol --project host --project integration \
+  --reporter=default --reporter=json --outputFile.json=.cache/vitest-results.json
+
+# The box types on their images (Python, desktop, browsers): slow under TCG, so on their own,
+# after the rest, never alongside it (two cores).
+echo "==> tests: box types on their images (real VMs)"
+npx vitest run --project boxtypes --reporter=default --reporter=json --outputFile.json=.cache/vitest-boxtypes.json
 
 echo "==> package: npm pack, install into an empty project as a non-root user, run a box"
 bash scripts/test-package.sh
@@ -24,6 +30,7 @@ if [ -n "$left" ]; then
 fi
 echo "==> no VM or shim process left behind"
 node -e '
-  const r = require("./.cache/vitest-results.json");
-  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+  const runs = ["./.cache/vitest-results.json", "./.cache/vitest-boxtypes.json"].map((f) => require(f));
+  const sum = (k) => runs.reduce((a, r) => a + r[k], 0);
+  console.log(`tests: ${sum("numPassedTests")} passed, ${sum("numFailedTests")} failed, ${sum("numPendingTests") + sum("numTodoTests")} skipped`);
 '

@@ -65,20 +65,11 @@ export type {
 export type { RuntimeMetrics, RuntimeMetrics as JsRuntimeMetrics } from './runtime/context.js';
 export type { BoxStatus } from './store/boxes.js';
 export { SimpleBox, NetworkHandle, BoxTunnel, TunnelForwarder, type SimpleBoxOptions, type ExecResult } from './sdk/simplebox.js';
-export {
-  CodeBox,
-  BrowserBox,
-  ComputerBox,
-  InteractiveBox,
-  SkillBox,
-  type CodeBoxOptions,
-  type BrowserBoxOptions,
-  type BrowserType,
-  type ComputerBoxOptions,
-  type Screenshot,
-  type InteractiveBoxOptions,
-  type SkillBoxOptions,
-} from './sdk/boxtypes.js';
+export { CodeBox, type CodeBoxOptions } from './sdk/codebox.js';
+export { ComputerBox, type ComputerBoxOptions, type Screenshot } from './sdk/computerbox.js';
+export { SkillBox, type SkillBoxOptions } from './sdk/skillbox.js';
+export { BrowserBox, type BrowserBoxOptions, type BrowserType } from './sdk/browserbox.js';
+export { InteractiveBox, type InteractiveBoxOptions } from './sdk/interactivebox.js';
 export { Images, Images as ImageHandle } from './runtime/images.js';
 export type { ImageInfo, ImagePullResult } from './images/store.js';
 export type { ImagesPullResult } from './runtime/images.js';

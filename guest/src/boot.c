@@ -231,6 +231,8 @@ void boot_parse_cmdline(struct boot_config *bc)
 			parse_caps(bc, tok + 13);
 		else if (strncmp(tok, "boxlite.rlimit=", 15) == 0)
 			parse_limit(bc, tok + 15);
+		else if (strcmp(tok, "boxlite.main") == 0 || strcmp(tok, "boxlite.main=1") == 0)
+			bc->main = 1;
 		else if (strcmp(tok, "boxlite.debug") == 0 || strcmp(tok, "boxlite.debug=1") == 0)
 			bc->debug = 1;
 	}

@@ -22,6 +22,7 @@ struct boot_config {
 	char dns[64];   /* boxlite.dns */
 	char host[64];  /* boxlite.host: the address of host.boxlite.internal */
 	int debug;      /* boxlite.debug */
+	int main;       /* boxlite.main: the container's init is the main process (EXEC flag MAIN) */
 	struct boot_volume vols[BOOT_MAX_VOLUMES];
 	int nvols;
 	int have_caps;           /* boxlite.caps given */

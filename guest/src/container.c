@@ -1,6 +1,7 @@
 #include "container.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -9,11 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -257,6 +260,64 @@ static void init_main(const struct container_config *cfg, int ready_fd)
 	}
 }
 
+/* ---- the main process as the container init ---- */
+
+struct main_ctx {
+	const struct container_config *cfg;
+	int ready_w; /* "ok" or the setup error, to the agent */
+	int go_r;    /* from the agent: the pty number (u32), UINT32_MAX for none */
+	int tty;
+};
+
+/* exec_spec.prepare of the main process: runs in the fork that is PID 1 of
+ * the new pid namespace, builds the container, then carries on as an
+ * ordinary execution (user, cwd, limits, capabilities, execve): the image's
+ * command becomes the container's init, as in docker. */
+static int main_prepare(void *arg, unsigned *pts, char *err, size_t errlen)
+{
+	struct main_ctx *x = arg;
+	/* A workload, unlike the agent: the OOM killer may take it. Written while
+	 * /proc is still the agent's. */
+	int ofd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (ofd >= 0) {
+		if (write(ofd, "0", 1) != 1)
+			(void)0; /* lowering our own exemption is always allowed */
+		close(ofd);
+	}
+	prctl(PR_SET_NAME, "boxlite-main", 0, 0, 0);
+	umask(0);
+	int rc = setup(x->cfg);
+	umask(022);
+	if (rc < 0) {
+		(void)write_all(x->ready_w, setup_error, strlen(setup_error));
+		snprintf(err, errlen, "container setup: %s", setup_error);
+		return -1;
+	}
+	(void)write_all(x->ready_w, "ok", 2);
+	close(x->ready_w);
+	uint32_t n = UINT32_MAX;
+	size_t got = 0;
+	while (got < sizeof(n)) {
+		ssize_t r = read(x->go_r, (char *)&n + got, sizeof(n) - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			snprintf(err, errlen, "the agent did not complete the container start");
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	close(x->go_r);
+	if (x->tty) {
+		if (n == UINT32_MAX) {
+			snprintf(err, errlen, "allocate a pty in the container failed");
+			return -1;
+		}
+		*pts = n;
+	}
+	return 0;
+}
+
 /* ---- in the agent ---- */
 
 static int open_ns(pid_t pid, const char *name)
@@ -264,6 +325,137 @@ static int open_ns(pid_t pid, const char *name)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, name);
 	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* Reads the init's setup report ("ok" or an error) into msg, bounded. */
+static void wait_ready(int fd, pid_t pid, char *msg, size_t cap)
+{
+	size_t got = 0;
+	uint64_t deadline = now_ms() + READY_TIMEOUT_MS;
+	for (;;) {
+		uint64_t now = now_ms();
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		if (now >= deadline || poll(&pf, 1, (int)(deadline - now)) == 0) {
+			snprintf(msg, cap, "container init did not report within %d ms", READY_TIMEOUT_MS);
+			kill(pid, SIGKILL);
+			return;
+		}
+		ssize_t r = read(fd, msg + got, cap - 1 - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		if (got == cap - 1)
+			break;
+	}
+	msg[got] = '\0';
+	if (!got)
+		snprintf(msg, cap, "container init died during setup");
+}
+
+static int open_container_ns(struct container *c, pid_t pid)
+{
+	c->init_pid = pid;
+	c->ns_ipc = open_ns(pid, "ipc");
+	c->ns_uts = open_ns(pid, "uts");
+	c->ns_mnt = open_ns(pid, "mnt");
+	if (c->ns_ipc < 0 || c->ns_uts < 0 || c->ns_mnt < 0) {
+		snprintf(c->error, sizeof(c->error), "open namespaces of %d: %s", (int)pid, strerror(errno));
+		container_kill(c);
+		return -1;
+	}
+	return 0;
+}
+
+int container_start_main(const struct container_config *cfg, struct container *c, struct exec_spec *s,
+			 struct exec_child *out, struct exec_failure *f)
+{
+	c->init_pid = -1;
+	c->ns_ipc = c->ns_uts = c->ns_mnt = -1;
+	c->error[0] = '\0';
+	int rp[2] = { -1, -1 }, gp[2] = { -1, -1 };
+	int tty = (s->m->u.exec.flags & PROTO_EXEC_TTY) != 0;
+	if (pipe2(rp, O_CLOEXEC) < 0 || pipe2(gp, O_CLOEXEC) < 0) {
+		f->code = 125;
+		snprintf(f->message, sizeof(f->message), "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	/* The fork below becomes PID 1 of a new pid namespace, and every later
+	 * child of the agent (the executions) lands in it too. */
+	if (unshare(CLONE_NEWPID) < 0) {
+		f->code = 125;
+		snprintf(f->message, sizeof(f->message), "unshare pid namespace: %s", strerror(errno));
+		goto fail;
+	}
+	struct main_ctx x = { .cfg = cfg, .ready_w = rp[1], .go_r = gp[0], .tty = tty };
+	s->prepare = main_prepare;
+	s->prepare_arg = &x;
+	if (exec_spawn(s, out, f) < 0)
+		goto fail;
+	close(rp[1]);
+	close(gp[0]);
+	rp[1] = gp[0] = -1;
+
+	char msg[256];
+	wait_ready(rp[0], out->pid, msg, sizeof(msg));
+	close(rp[0]);
+	rp[0] = -1;
+	if (strcmp(msg, "ok") != 0) {
+		/* The child reports its failure on the status pipe (EXIT reason 3). */
+		snprintf(c->error, sizeof(c->error), "%s", msg);
+		close(gp[1]);
+		return 0;
+	}
+	/* The namespaces are opened while the child still waits for the go below:
+	 * once released it may exec and exit at once, and a dead process's
+	 * namespaces can no longer be opened. Without them no execution could join
+	 * the container, so the child is then not released: it reports the failure
+	 * on its status pipe (reason 3) instead of running with the box unusable. */
+	c->ns_ipc = open_ns(out->pid, "ipc");
+	c->ns_uts = open_ns(out->pid, "uts");
+	c->ns_mnt = open_ns(out->pid, "mnt");
+	if (c->ns_ipc < 0 || c->ns_uts < 0 || c->ns_mnt < 0) {
+		snprintf(c->error, sizeof(c->error), "open namespaces of %d: %s", (int)out->pid, strerror(errno));
+		container_kill(c); /* closes the fds; init_pid is not set yet, so nothing is killed */
+		close(gp[1]);
+		return 0;
+	}
+	uint32_t pts = UINT32_MAX;
+	if (tty) {
+		char ptmx[64];
+		unsigned n = 0;
+		int unlock = 0;
+		snprintf(ptmx, sizeof(ptmx), "/proc/%d/root/dev/pts/ptmx", (int)out->pid);
+		int master = open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+		int dup_out = -1;
+		if (master >= 0 && ioctl(master, TIOCSPTLCK, &unlock) == 0 && ioctl(master, TIOCGPTN, &n) == 0 &&
+		    exec_set_winsize(master, s->m->u.exec.rows, s->m->u.exec.cols) == 0 &&
+		    (dup_out = fcntl(master, F_DUPFD_CLOEXEC, 3)) >= 0) {
+			out->stdin_fd = master;
+			out->stdout_fd = dup_out;
+			set_nonblock(dup_out);
+			pts = n;
+		} else {
+			log_warn("main process: allocate a pty (%s): %s", ptmx, strerror(errno));
+			if (master >= 0)
+				close(master);
+		}
+	} else {
+		pts = 0;
+	}
+	(void)write_all(gp[1], &pts, sizeof(pts));
+	close(gp[1]);
+	c->init_pid = out->pid;
+	return 0;
+fail:
+	for (int *fd = rp; fd < rp + 2; fd++)
+		if (*fd >= 0)
+			close(*fd);
+	for (int *fd = gp; fd < gp + 2; fd++)
+		if (*fd >= 0)
+			close(*fd);
+	return -1;
 }
 
 int container_start(const struct container_config *cfg, struct container *c)
@@ -300,42 +492,13 @@ int container_start(const struct container_config *cfg, struct container *c)
 	close(p[1]);
 
 	char msg[256];
-	size_t got = 0;
-	uint64_t deadline = now_ms() + READY_TIMEOUT_MS;
-	for (;;) {
-		uint64_t now = now_ms();
-		struct pollfd pf = { .fd = p[0], .events = POLLIN };
-		if (now >= deadline || poll(&pf, 1, (int)(deadline - now)) == 0) {
-			snprintf(msg, sizeof(msg), "container init did not report within %d ms", READY_TIMEOUT_MS);
-			got = strlen(msg);
-			kill(pid, SIGKILL);
-			break;
-		}
-		ssize_t r = read(p[0], msg + got, sizeof(msg) - 1 - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-		if (got == sizeof(msg) - 1)
-			break;
-	}
-	msg[got] = '\0';
+	wait_ready(p[0], pid, msg, sizeof(msg));
 	close(p[0]);
 	if (strcmp(msg, "ok") != 0) {
-		snprintf(c->error, sizeof(c->error), "%s", got ? msg : "container init died during setup");
+		snprintf(c->error, sizeof(c->error), "%s", msg);
 		return -1; /* the init exits; the agent's reaper collects it */
 	}
-	c->init_pid = pid;
-	c->ns_ipc = open_ns(pid, "ipc");
-	c->ns_uts = open_ns(pid, "uts");
-	c->ns_mnt = open_ns(pid, "mnt");
-	if (c->ns_ipc < 0 || c->ns_uts < 0 || c->ns_mnt < 0) {
-		snprintf(c->error, sizeof(c->error), "open namespaces of %d: %s", (int)pid, strerror(errno));
-		container_kill(c);
-		return -1;
-	}
-	return 0;
+	return open_container_ns(c, pid);
 }
 
 void container_kill(struct container *c)

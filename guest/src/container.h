@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "boot.h"
+#include "exec.h"
 
 struct container_config {
 	const char *rootdir;  /* mounted image root, e.g. /mnt/root */
@@ -30,6 +31,15 @@ struct container {
  * namespace (the agent itself stays outside it). Returns 0 or -1 with
  * c->error set. */
 int container_start(const struct container_config *cfg, struct container *c);
+
+/* Starts the container with the main process (EXEC flag MAIN) as its init:
+ * exec_spawn of s, whose child builds the container (PID 1 of a new pid
+ * namespace) and then execs the command. Returns 0 with *out filled and, once
+ * the container is up, c->init_pid and the namespace fds set (on a setup
+ * failure c->error says why and the child reports it on its status pipe);
+ * -1 with *f filled when nothing was started. */
+int container_start_main(const struct container_config *cfg, struct container *c, struct exec_spec *s,
+			 struct exec_child *out, struct exec_failure *f);
 
 /* Kills the container init (and with it every process in its namespace). */
 void container_kill(struct container *c);

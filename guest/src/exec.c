@@ -342,6 +342,13 @@ static void run_child(const struct child_args *a)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
+	unsigned pts = a->pts;
+	if (a->s->prepare) {
+		char err[256] = "";
+		if (a->s->prepare(a->s->prepare_arg, &pts, err, sizeof(err)) < 0)
+			child_fail(sfd, 125, "%s", err);
+	}
+
 	/* A toolbox program is opened here, before joining the container, so the
 	 * image can neither see nor substitute it; it runs from the fd below. */
 	int tool_fd = -1;
@@ -372,7 +379,7 @@ static void run_child(const struct child_args *a)
 
 	if (a->tty) {
 		char path[32];
-		snprintf(path, sizeof(path), "/dev/pts/%u", a->pts);
+		snprintf(path, sizeof(path), "/dev/pts/%u", pts);
 		int fd = open(path, O_RDWR | O_CLOEXEC);
 		if (fd < 0)
 			child_fail(sfd, 125, "open %s: %s", path, strerror(errno));
@@ -523,7 +530,9 @@ int exec_spawn(const struct exec_spec *s, struct exec_child *out, struct exec_fa
 		goto out;
 	}
 
-	if (tty) {
+	if (tty && s->prepare) {
+		/* the master is opened by the caller once prepare made the devpts */
+	} else if (tty) {
 		int unlock = 0;
 		master = open(s->ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
 		if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0 || ioctl(master, TIOCGPTN, &pts) < 0 ||

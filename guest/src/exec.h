@@ -15,6 +15,12 @@ struct exec_spec {
 	int switch_user;           /* resolve m->user and switch to it */
 	int drop_caps;             /* apply the capability baseline */
 	int tools_fd;              /* directory of the agent's toolbox (EXEC flag TOOL); -1: none */
+	/* Runs in the child first (the container init builds the container here).
+	 * With a TTY it returns the number of the pty the child then opens as its
+	 * terminal (the pty lives in the container's devpts, which only exists
+	 * once it ran, so exec_spawn allocates none); <0 fails with err (125). */
+	int (*prepare)(void *arg, unsigned *pts, char *err, size_t errlen);
+	void *prepare_arg;
 };
 
 struct exec_child {

@@ -38,6 +38,11 @@ static struct container ctr = { .init_pid = -1, .ns_ipc = -1, .ns_uts = -1, .ns_
 static int ns_fds[3];
 static char ptmx_path[64] = "/dev/ptmx";
 static struct stream_env senv;
+/* boxlite.main: the container is created by the main process (EXEC flag MAIN). */
+static struct boot_config bc;
+static struct container_config main_cfg_store;
+static const struct container_config *main_cfg;
+static int main_started;
 
 static void usage(void)
 {
@@ -105,16 +110,60 @@ static void reap(void)
 	int st;
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		if (streams_on_child_exit(pid, st))
-			continue;
+		/* The init first: the main process is also a stream, whose EXIT the
+		 * host needs, and with it the container is gone (the kernel killed
+		 * everything in its pid namespace). */
 		if (pid == ctr.init_pid) {
-			log_err("container init exited (status 0x%x); no further executions", st);
+			if (main_cfg)
+				log_info("main process exited (status 0x%x); no further executions", st);
+			else
+				log_err("container init exited (status 0x%x); no further executions", st);
+			ctr.init_pid = -1; /* reaped: its pid is free, container_kill must not signal it */
 			container_kill(&ctr);
-			snprintf(ctr.error, sizeof(ctr.error), "container init exited");
+			snprintf(ctr.error, sizeof(ctr.error), "%s", main_cfg ? "the main process exited" : "container init exited");
 			senv.unavailable = ctr.error;
+			senv.ns_fds = NULL;
 			streams_configure(&senv);
 		}
+		streams_on_child_exit(pid, st);
 	}
+}
+
+/* stream_env.start_main in the VM: once per boot, for a box booted with
+ * boxlite.main (its container waits for this process to be its init). */
+static int start_main(struct exec_spec *s, struct exec_child *out, struct exec_failure *f)
+{
+	if (!main_cfg || main_started) {
+		f->code = 125;
+		/* booted with boxlite.main but the root disk did not mount: say that */
+		snprintf(f->message, sizeof(f->message), "%s",
+			 main_started ? "the main process was already started"
+			 : bc.main    ? ctr.error
+				      : "this box was booted without a main process");
+		return -1;
+	}
+	main_started = 1;
+	if (container_start_main(main_cfg, &ctr, s, out, f) < 0) {
+		/* Later executions say why, not "has not started yet" forever. */
+		snprintf(ctr.error, sizeof(ctr.error), "the main process could not start: %.200s", f->message);
+		senv.unavailable = ctr.error;
+		streams_configure(&senv);
+		return -1;
+	}
+	if (ctr.init_pid > 0) {
+		log_info("container ready (main process, pid %d)", (int)ctr.init_pid);
+		ns_fds[0] = ctr.ns_ipc;
+		ns_fds[1] = ctr.ns_uts;
+		ns_fds[2] = ctr.ns_mnt;
+		snprintf(ptmx_path, sizeof(ptmx_path), "/proc/%d/root/dev/pts/ptmx", (int)ctr.init_pid);
+		senv.ns_fds = ns_fds;
+		senv.unavailable = NULL;
+	} else {
+		log_err("container: %s", ctr.error);
+		senv.unavailable = ctr.error;
+	}
+	streams_configure(&senv);
+	return 0;
 }
 
 static void handle_signals(void)
@@ -149,7 +198,6 @@ static void setup_signals(void)
 
 static void vm_boot(void)
 {
-	struct boot_config bc;
 	boot_early_mounts();
 	log_open_console();
 	log_info("starting, version %s", AGENT_VERSION);
@@ -179,7 +227,13 @@ static void vm_boot(void)
 			.vols = bc.vols,
 			.nvols = bc.nvols,
 		};
-		if (container_start(&cfg, &ctr) == 0)
+		if (bc.main) {
+			/* The image's main process will be the init; the host sends it
+			 * (EXEC flag MAIN) right after the handshake. */
+			main_cfg_store = cfg;
+			main_cfg = &main_cfg_store;
+			snprintf(ctr.error, sizeof(ctr.error), "the main process has not started yet");
+		} else if (container_start(&cfg, &ctr) == 0)
 			log_info("container ready (init pid %d)", (int)ctr.init_pid);
 		else
 			log_err("container: %s", ctr.error);
@@ -197,6 +251,7 @@ static void vm_boot(void)
 		senv.unavailable = ctr.error;
 	}
 	senv.ptmx = ptmx_path;
+	senv.start_main = start_main;
 	senv.switch_user = 1;
 	senv.drop_caps = 1;
 	if (bc.have_caps)

@@ -213,7 +213,7 @@ int proto_decode(const uint8_t *frame, size_t n, struct proto_msg *m)
 		m->u.exec.cwd = rdstr(&r);
 		m->u.exec.argv = rdlist(&r);
 		m->u.exec.env = rdlist(&r);
-		if (!r.bad && ((m->u.exec.flags & ~(PROTO_EXEC_TTY | PROTO_EXEC_TOOL)) != 0 || m->u.exec.argv.count == 0))
+		if (!r.bad && ((m->u.exec.flags & ~(PROTO_EXEC_TTY | PROTO_EXEC_TOOL | PROTO_EXEC_MAIN)) != 0 || m->u.exec.argv.count == 0))
 			r.bad = 1;
 		break;
 	case PROTO_STARTED:

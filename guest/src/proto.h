@@ -27,11 +27,14 @@
 #define PROTO_FEAT_WINDOW 0x4u
 #define PROTO_FEAT_TIMEOUT 0x8u
 #define PROTO_FEAT_TOOL 0x10u /* EXEC flag TOOL: the agent toolbox */
-#define PROTO_FEAT_ALL (PROTO_FEAT_EXEC | PROTO_FEAT_TTY | PROTO_FEAT_WINDOW | PROTO_FEAT_TIMEOUT | PROTO_FEAT_TOOL)
+#define PROTO_FEAT_MAIN 0x20u /* EXEC flag MAIN: the image's main process as the container's PID 1 */
+#define PROTO_FEAT_ALL \
+	(PROTO_FEAT_EXEC | PROTO_FEAT_TTY | PROTO_FEAT_WINDOW | PROTO_FEAT_TIMEOUT | PROTO_FEAT_TOOL | PROTO_FEAT_MAIN)
 
 /* EXEC flags. */
 #define PROTO_EXEC_TTY 0x1u
 #define PROTO_EXEC_TOOL 0x2u /* argv[0] names a program of the agent's toolbox */
+#define PROTO_EXEC_MAIN 0x4u /* the container's init: it is created with this process as its PID 1 */
 
 enum proto_type {
 	PROTO_HELLO = 0x01,

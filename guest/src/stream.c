@@ -330,7 +330,8 @@ static void on_exec(const struct proto_msg *m)
 		link_send_error(id, "stream %u is already in use", id);
 		return;
 	}
-	if (env.unavailable) {
+	int is_main = (m->u.exec.flags & PROTO_EXEC_MAIN) && env.start_main;
+	if (env.unavailable && !is_main) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "container is not available: %s", env.unavailable);
 		send_exit(id, 125, 0, PROTO_REASON_SPAWN_FAILED, msg);
@@ -351,7 +352,7 @@ static void on_exec(const struct proto_msg *m)
 	};
 	struct exec_child child;
 	struct exec_failure f;
-	if (exec_spawn(&spec, &child, &f) < 0) {
+	if ((is_main ? env.start_main(&spec, &child, &f) : exec_spawn(&spec, &child, &f)) < 0) {
 		log_warn("stream %u: %s", id, f.message);
 		send_exit(id, f.code, 0, PROTO_REASON_SPAWN_FAILED, f.message);
 		free(s);

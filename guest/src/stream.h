@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "exec.h"
 #include "proto.h"
 
 #define STREAMS_MAX 1024
@@ -20,6 +21,9 @@ struct stream_env {
 	int drop_caps;           /* capability baseline */
 	int tools_fd;            /* toolbox directory (EXEC flag TOOL); -1: none */
 	const char *unavailable; /* non-NULL: why executions cannot start */
+	/* EXEC flag MAIN: starts the container with that process as its init (VM
+	 * mode); NULL: a MAIN runs like any execution (host mode). */
+	int (*start_main)(struct exec_spec *s, struct exec_child *out, struct exec_failure *f);
 };
 
 void streams_configure(const struct stream_env *env);

@@ -193,7 +193,7 @@ def test(fn):
 def hello_first(h):
     p = h.first_hello
     major, minor, features = struct.unpack(">HHI", p[:8])
-    assert (major, minor, features) == (1, 0, 0x1F), (major, minor, features)
+    assert (major, minor, features) == (1, 0, 0x3F), (major, minor, features)
     assert p[12:] == b"0.1.0" and struct.unpack(">I", p[8:12])[0] == 5
 
 

@@ -3,7 +3,12 @@ import type { JsExecution as Execution } from '../index.js';
 export interface AttachOptions {
   interactive: boolean;
   tty: boolean;
+  /** Not interactive, and leave the process's stdin open (attaching to a box's main process). */
+  keepStdin?: boolean;
 }
+
+/** The interrupt (SIGINT/SIGTERM) that escalates to SIGKILL. */
+export const FORCE_AFTER_INTERRUPTS = 3;
 
 /**
  * Connects this terminal to an execution: output streams as raw bytes, stdin
@@ -37,14 +42,25 @@ export async function attach(execution: Execution, opts: AttachOptions): Promise
       process.stdin.off('end', onEnd);
       process.stdin.pause();
     });
-  } else {
+  } else if (!opts.keepStdin) {
     await stdin.close();
   }
 
-  // Without a TTY the terminal's signals are ours: pass them on, like docker's sig-proxy.
+  // Without a TTY the terminal's signals are ours: pass them on, like docker's sig-proxy. A box's
+  // main process is its PID namespace's init and ignores every signal it has no handler for
+  // (docs/decisions/0003-main-process.md), so Ctrl-C alone may never end it: the third
+  // interrupt sends SIGKILL, which always arrives.
   if (!opts.tty || !process.stdin.isTTY) {
+    let interrupts = 0;
     for (const [name, signo] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
-      const forward = () => void execution.signal(signo);
+      const forward = () => {
+        if (name !== 'SIGHUP' && ++interrupts >= FORCE_AFTER_INTERRUPTS) {
+          if (interrupts === FORCE_AFTER_INTERRUPTS) process.stderr.write(`boxlite: ${interrupts} interrupts; sending SIGKILL\n`);
+          void execution.signal(9);
+          return;
+        }
+        void execution.signal(signo);
+      };
       process.on(name, forward);
       cleanups.push(() => process.off(name, forward));
     }

@@ -84,15 +84,16 @@ export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cm
 
   program
     .command('logs')
-    .description("Show a box's guest console log")
+    .description("Show a box's log: its main process's output (the guest console for a box without one, or with --console)")
     .option('-f, --follow', 'keep printing new lines until the box stops')
+    .option('--console', 'the guest console (kernel and agent) instead')
     .option('-n, --tail <lines>', 'only the last N lines')
     .argument('<box>')
     .action(
       act(async (id: string, o, cmd: Command) => {
         const box = await findBox(runtimeFrom(cmd), id);
         const tail = o.tail === undefined ? undefined : Number(o.tail); // the SDK rejects a bad count
-        for await (const chunk of box.logs({ tail, follow: Boolean(o.follow) })) {
+        for await (const chunk of box.logs({ tail, follow: Boolean(o.follow), console: Boolean(o.console) })) {
           if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
         }
         return 0;

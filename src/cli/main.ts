@@ -116,7 +116,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
 
   program
     .command('run')
-    .description('Create a box, run a command in it, and stop it')
+    .description("Create a box and run its main process (COMMAND, else the image's Entrypoint + Cmd); without -d, attach to it and stop the box when it ends")
     .usage('[options] (--rootfs PATH | IMAGE) [--] [COMMAND...]')
     .option('--rm', 'remove the box when the command exits')
     .option('-d, --detach', 'start the box in the background and print its id')
@@ -130,19 +130,21 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
       const rest = [...args];
       const image = o.rootfs ? undefined : rest.shift();
       if (rest[0] === '--') rest.shift();
-      if (o.detach && rest.length) {
-        throw new ConfigError('run --detach starts the box only; run commands in it with `boxlite exec`');
-      }
-      const box = await runtime.create({ ...boxOptionsFrom(o, image), autoRemove: Boolean(o.rm), detach: Boolean(o.detach) }, o.name);
+      // COMMAND replaces the image's Cmd (after its Entrypoint), as in docker: it is the box's
+      // main process, the container's init (docs/decisions/0003-main-process.md).
+      const box = await runtime.create(
+        { ...boxOptionsFrom(o, image), ...(rest.length ? { cmd: rest } : {}), autoRemove: Boolean(o.rm), detach: Boolean(o.detach) },
+        o.name,
+      );
       if (o.detach) {
         await box.start();
         process.stdout.write(`${box.id}\n`);
         return 0;
       }
       try {
-        const command = rest.length ? rest : box.defaultCommand();
-        if (command.length === 0) throw new ConfigError('no command given and the image has no Entrypoint or Cmd');
-        const execution = await box.exec(command[0]!, command.slice(1), null, Boolean(o.tty));
+        if (box.defaultCommand().length === 0) throw new ConfigError('no command given and the image has no Entrypoint or Cmd');
+        // Attached before it starts, so none of its output is missed; its end stops the box.
+        const execution = await box.attach({ tty: Boolean(o.tty) });
         return await attach(execution, { interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
       } finally {
         await box.stop();
@@ -151,12 +153,16 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
 
   program
     .command('create')
-    .description('Create a box without starting it; print its id')
-    .usage('[options] (--rootfs PATH | IMAGE)');
+    .description('Create a box without starting it; print its id (`start` runs its main process)')
+    .usage('[options] (--rootfs PATH | IMAGE) [--] [COMMAND...]');
   addBoxOptionFlags(program.commands.at(-1)!)
-    .argument('[image]', 'IMAGE (unless --rootfs)')
-    .action(act(async (image: string | undefined, o, cmd: Command) => {
-      const box = await runtimeFrom(cmd).create(boxOptionsFrom(o, o.rootfs ? undefined : image), o.name);
+    .argument('[args...]', 'IMAGE (unless --rootfs) followed by the main command')
+    .passThroughOptions()
+    .action(act(async (args: string[], o, cmd: Command) => {
+      const rest = [...args];
+      const image = o.rootfs ? undefined : rest.shift();
+      if (rest[0] === '--') rest.shift();
+      const box = await runtimeFrom(cmd).create({ ...boxOptionsFrom(o, image), ...(rest.length ? { cmd: rest } : {}) }, o.name);
       process.stdout.write(`${box.id}\n`);
       return 0;
     }));
@@ -189,8 +195,24 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     }));
 
   program
+    .command('attach')
+    .description("Attach to a box's main process (its output, and stdin with -i); exits with its code")
+    .option('-i, --interactive', 'forward stdin')
+    .argument('<box>', 'box id or name')
+    .action(act(async (idOrName: string, o, cmd: Command) => {
+      const box = await findBox(runtimeFrom(cmd), idOrName);
+      const info = await box.info();
+      if (!info.state.running) {
+        throw new InvalidStateError(`box ${box.id} is not running (status: ${info.state.status}); start it with \`boxlite start ${idOrName}\``);
+      }
+      const execution = await box.attach();
+      // Without -i the main process keeps its stdin: detaching must not end its input.
+      return attach(execution, { interactive: Boolean(o.interactive), tty: false, keepStdin: !o.interactive });
+    }));
+
+  program
     .command('start')
-    .description('Start one or more boxes in the background')
+    .description('Start one or more boxes in the background (a main process that ended runs again)')
     .argument('<boxes...>')
     .action(act(async (ids: string[], _o, cmd: Command) => {
       const runtime = runtimeFrom(cmd);
@@ -272,7 +294,7 @@ function boxOptionsFrom(o: Record<string, any>, image: string | undefined): BoxO
 }
 
 /** Commands whose exit code is the box command's own, so BoxLite's failures need docker's 125/126/127. */
-const RUN_LIKE = new Set(['run', 'exec']);
+const RUN_LIKE = new Set(['run', 'exec', 'attach']);
 
 /**
  * Exit codes: run/exec pass the command's own through (128+N for signal N) and use

@@ -16,6 +16,8 @@ export const Feature = {
   WINDOW: 0x4,
   TIMEOUT: 0x8,
   TOOL: 0x10,
+  /** EXEC flag MAIN: the image's main process as the container's PID 1. */
+  MAIN: 0x20,
 } as const;
 
 export const MsgType = {
@@ -271,7 +273,7 @@ function decodePayload(name: MessageName, stream: number, payload: Buffer): Mess
       const cwd = r.str();
       const argv = r.strlist();
       const env = r.strlist();
-      if ((flags & ~3) !== 0) throw new ProtocolDecodeError('bad_payload', 'unknown EXEC flags');
+      if ((flags & ~7) !== 0) throw new ProtocolDecodeError('bad_payload', 'unknown EXEC flags');
       if (argv.length === 0) throw new ProtocolDecodeError('bad_payload', 'EXEC needs argv[0]');
       m = { type: name, stream, flags, rows, cols, timeoutMs, user, cwd, argv, env };
       break;

@@ -7,9 +7,10 @@ import { Feature } from './codec.js';
 
 export const EXEC_FLAG_TTY = 0x1;
 export const EXEC_FLAG_TOOL = 0x2;
+export const EXEC_FLAG_MAIN = 0x4;
 
 /** Every feature this host implements; sent in the host's own HELLO. */
-export const HOST_FEATURES = Feature.EXEC | Feature.TTY | Feature.WINDOW | Feature.TIMEOUT | Feature.TOOL;
+export const HOST_FEATURES = Feature.EXEC | Feature.TTY | Feature.WINDOW | Feature.TIMEOUT | Feature.TOOL | Feature.MAIN;
 /** The version string of the host's own HELLO (shim to agent, client to shim). */
 export const HOST_VERSION = '0.1.0';
 
@@ -19,6 +20,7 @@ const FEATURE_NAMES: ReadonlyArray<[number, string]> = [
   [Feature.WINDOW, 'WINDOW (0x4, flow control)'],
   [Feature.TIMEOUT, 'TIMEOUT (0x8, execution timeouts)'],
   [Feature.TOOL, 'TOOL (0x10, the agent toolbox used by copyIn/copyOut)'],
+  [Feature.MAIN, 'MAIN (0x20, the image\'s main process as the container init)'],
 ];
 
 /**
@@ -30,6 +32,7 @@ export function execFeatures(exec: { flags: number; timeoutMs: number }): number
   let need = Feature.EXEC | Feature.WINDOW;
   if (exec.flags & EXEC_FLAG_TTY) need |= Feature.TTY;
   if (exec.flags & EXEC_FLAG_TOOL) need |= Feature.TOOL;
+  if (exec.flags & EXEC_FLAG_MAIN) need |= Feature.MAIN;
   if (exec.timeoutMs > 0) need |= Feature.TIMEOUT;
   return need;
 }

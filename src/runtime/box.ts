@@ -11,7 +11,8 @@ import {
 import type { Message } from '../protocol/codec.js';
 import { launchShim, ShimClient, type LaunchedShim } from '../shim/client.js';
 import { isProcessAlive } from '../util/fs.js';
-import { boxPaths, type ShimConfig } from '../shim/config.js';
+import { boxPaths, type ExitRecord, type MainSpec, type ShimConfig } from '../shim/config.js';
+import { readJson } from '../util/fs.js';
 import type { BoxRecord, BoxStatus } from '../store/boxes.js';
 import { Execution, type ExecResult } from './execution.js';
 import { validateExec, type ExecOptions, type NormalizedBoxOptions } from './options.js';
@@ -32,6 +33,12 @@ export interface BoxStateInfo {
   status: BoxStatus;
   running: boolean;
   pid?: number;
+  /**
+   * How the main process's last run ended (the reference's `JsBoxStateInfo.exitCode`, docker's
+   * State.ExitCode): its exit status, 128+N for death by signal N (137 when the box was stopped
+   * under it). Absent while it runs, before it first ran, and for a box without one.
+   */
+  exitCode?: number;
 }
 
 export interface PublishedPort {
@@ -72,6 +79,7 @@ export function vmPlan(
   paths: Pick<BoxPaths, 'disk' | 'agentSocket' | 'consoleLog'>,
   assets: Pick<GuestAssets, 'kernelPath' | 'initrdPath'>,
   accel: AccelKind,
+  mainProcess = false,
 ): VmPlan {
   return {
     accel,
@@ -102,7 +110,15 @@ export function vmPlan(
     ...guestPolicy(options),
     ...(options.seccomp ? { seccomp: true } : {}),
     ...(options.jail ? { jail: true } : {}),
+    ...(mainProcess ? { mainProcess: true } : {}),
   };
+}
+
+/** How a boot is asked for: by start()/attach() (explicit), held for an attach, with a TTY. */
+interface BootIntent {
+  explicit?: boolean;
+  hold?: boolean;
+  tty?: boolean;
 }
 
 /** `JsBoxMetrics` of @boxlite-ai/boxlite (the fields measured so far). */
@@ -139,12 +155,13 @@ export function boxInfo(
   pid?: number,
   startedAt?: string,
   livePorts?: PublishedPort[],
+  exitCode?: number,
 ): BoxInfo {
   const mode = record.options.network;
   return {
     id: record.id,
     name: record.name,
-    state: { status, running: status === 'running', pid },
+    state: { status, running: status === 'running', pid, ...(exitCode !== undefined ? { exitCode } : {}) },
     createdAt: record.createdAt,
     startedAt,
     image: record.image.reference,
@@ -170,15 +187,22 @@ export interface BoxInspection extends BoxInfo {
   config: NormalizedBoxOptions;
   /** The image's OCI config (Env, Entrypoint, Cmd, User, WorkingDir, ...). */
   imageConfig: BoxImage['config'];
-  paths: { dir: string; consoleLog: string };
+  /** The main process (the container's init): its command, and how its last run ended. Null for an exec-only box. */
+  mainProcess: { command: string[]; exit: ExitRecord | null } | null;
+  paths: { dir: string; consoleLog: string; mainLog: string };
 }
 
 export interface LogOptions {
   /** Only the last N lines of what is there now. */
   tail?: number;
-  /** Keep yielding what the console writes until the box stops (or `signal` aborts). */
+  /** Keep yielding what is written until the box stops (or `signal` aborts). */
   follow?: boolean;
   signal?: AbortSignal;
+  /**
+   * The guest console (kernel and agent) instead of the main process's output. A box without a
+   * main process has only the console, so it is what logs() shows for one either way.
+   */
+  console?: boolean;
 }
 
 /** A box handle (`JsBox`). Several handles, in several processes, may point at one box. */
@@ -194,7 +218,7 @@ export class Box {
   };
   private nextExec = 1;
   private stopping?: Promise<void>;
-  private removedByStop?: { status: BoxStatus; startedAt?: string };
+  private removedByStop?: { status: BoxStatus; startedAt?: string; exitCode?: number };
   /** Set by stop() and kill(): this handle is spent, as in the reference (runtime.get() makes a new one). */
   private invalidated = false;
 
@@ -237,9 +261,21 @@ export class Box {
 
   async info(): Promise<BoxInfo> {
     // A box its own stop() removed (autoRemove) reads as the reference's handle shows it: stopped.
-    if (this.removedByStop) return boxInfo(this.record, this.removedByStop.status, undefined, this.removedByStop.startedAt);
+    if (this.removedByStop) {
+      return boxInfo(this.record, this.removedByStop.status, undefined, this.removedByStop.startedAt, undefined, this.removedByStop.exitCode);
+    }
     const { state, shim } = this.ctx.store.status(this.id);
-    return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
+    return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts, this.lastExit()?.exitCode);
+  }
+
+  /** How the main process's last run ended (exit.json, written by the shim), if it has. */
+  private lastExit(): ExitRecord | undefined {
+    return readJson<ExitRecord>(boxPaths(this.ctx.store.dir(this.id)).exitFile) ?? undefined;
+  }
+
+  /** The main process's argv: the image's Entrypoint + Cmd after the box's overrides; [] = an exec-only box. */
+  private mainCommand(): string[] {
+    return defaultCommand(this.record.image.config, this.record.options);
   }
 
   /**
@@ -248,7 +284,47 @@ export class Box {
    */
   async start(options?: { detach?: boolean }): Promise<void> {
     this.assertUsable();
-    await this.connect(options?.detach);
+    await this.connect(options?.detach, { explicit: true });
+  }
+
+  /**
+   * Attaches to the box's main process (the container's init: the image's Entrypoint + Cmd
+   * after the box's overrides) and returns it as an Execution: its output from now on, its
+   * stdin, signals, and its exit through wait(). A box that is not running boots for it, and
+   * its main process then starts only once attached, so no output is missed (docker's create,
+   * attach, start); `tty` gives it a terminal then. Rejects with an Execution error when the
+   * command cannot start (exit code 127 or 126), InvalidState for a box without one.
+   */
+  async attach(options?: { tty?: boolean }): Promise<Execution> {
+    this.assertUsable();
+    if (!this.mainCommand().length) {
+      throw new InvalidStateError(`box ${this.id} has no main process (its image has no Entrypoint or Cmd, and the box sets neither)`);
+    }
+    const tty = Boolean(options?.tty);
+    const client = await this.connect(undefined, { explicit: true, hold: true, tty });
+    let execution: Execution | undefined;
+    let pending: Message[] = [];
+    let lostEarly: BoxliteError | undefined;
+    const { channel, reply } = client.attachMain(tty, {
+      onMessage: (m) => {
+        if (execution) execution.handle(m);
+        else pending.push(m);
+      },
+      onLost: (err) => {
+        if (execution) execution.lost(err);
+        else lostEarly = err;
+      },
+    });
+    const answer = await reply;
+    if ('exited' in answer) {
+      if (answer.message) throw new ExecutionError(answer.message, { exitCode: answer.exitCode });
+      throw new InvalidStateError(`box ${this.id}'s main process already exited with code ${answer.exitCode}`);
+    }
+    execution = new Execution(`${this.id}-main`, channel, answer.pid, { onExit: () => {}, onStdin: () => {} }, tty);
+    for (const m of pending) execution.handle(m);
+    pending = [];
+    if (lostEarly) execution.lost(lostEarly);
+    return execution;
   }
 
   /** The reference's rule: once stop() ran on a handle, exec/start/copy/metrics on it refuse (info, inspect, logs and stop still work). */
@@ -265,17 +341,21 @@ export class Box {
       ...(await this.info()),
       config: this.record.options,
       imageConfig: this.record.image.config,
-      paths: { dir: paths.dir, consoleLog: paths.consoleLog },
+      mainProcess: this.mainCommand().length ? { command: this.mainCommand(), exit: this.lastExit() ?? null } : null,
+      paths: { dir: paths.dir, consoleLog: paths.consoleLog, mainLog: paths.mainLog },
     };
   }
 
   /**
-   * The guest console log (kernel and agent messages) as raw chunks: what is there (its last
-   * `tail` lines), then with `follow` whatever is appended until the box is no longer running.
-   * Works on a handle spent by stop(): the log outlives the VM.
+   * The box's log as raw chunks: the main process's stdout and stderr as they came (docker
+   * logs), or the guest console (kernel and agent messages) with `console` and for a box without
+   * a main process. What is there (its last `tail` lines), then with `follow` whatever is
+   * appended until the box is no longer running. Works on a handle spent by stop(): the log
+   * outlives the VM.
    */
   async *logs(options: LogOptions = {}): AsyncGenerator<Buffer> {
-    const file = boxPaths(this.ctx.store.dir(this.id)).consoleLog;
+    const paths = boxPaths(this.ctx.store.dir(this.id));
+    const file = options.console || !this.mainCommand().length ? paths.consoleLog : paths.mainLog;
     const size = () => {
       try {
         return fs.statSync(file).size;
@@ -283,18 +363,41 @@ export class Box {
         return 0;
       }
     };
-    const readRange = (from: number, to: number): Buffer => {
-      const fd = fs.openSync(file, 'r');
+    const readRange = (from: number, to: number, source = file): Buffer => {
+      let fd: number;
       try {
-        const buf = Buffer.alloc(to - from);
+        fd = fs.openSync(source, 'r');
+      } catch {
+        return Buffer.alloc(0);
+      }
+      try {
+        const buf = Buffer.alloc(Math.max(0, to - from));
         const n = fs.readSync(fd, buf, 0, buf.length, from);
         return buf.subarray(0, n);
       } finally {
         fs.closeSync(fd);
       }
     };
+    // main.log is rotated to main.log.1 by the shim (bounded, src/shim/main-process.ts): older output first.
+    const rotated = file === paths.mainLog ? `${file}.1` : undefined;
+    const rotatedSize = () => {
+      try {
+        return rotated ? fs.statSync(rotated).size : 0;
+      } catch {
+        return 0;
+      }
+    };
+    const inode = () => {
+      try {
+        return fs.statSync(file).ino;
+      } catch {
+        return 0;
+      }
+    };
+    let ino = inode();
     let offset = size();
     let first = offset > 0 ? readRange(0, offset) : Buffer.alloc(0);
+    if (rotated && rotatedSize() > 0) first = Buffer.concat([readRange(0, rotatedSize(), rotated), first]);
     if (options.tail !== undefined) {
       if (!Number.isInteger(options.tail) || options.tail < 0) {
         throw new InvalidArgumentError(`logs: tail must be a non-negative integer, got ${String(options.tail)}`);
@@ -305,8 +408,18 @@ export class Box {
     if (!options.follow) return;
     for (;;) {
       const running = this.ctx.store.status(this.id).state.status === 'running';
+      const nowIno = inode();
       const now = size();
-      if (now < offset) offset = 0; // truncated by a new boot: start over
+      if (now < offset || (rotated && nowIno !== ino && offset > 0)) {
+        // Rotated (what was written after our last read is at the end of main.log.1), or
+        // truncated by a new run: start over.
+        if (rotated) {
+          const rest = readRange(offset, rotatedSize(), rotated);
+          if (rest.length) yield rest;
+        }
+        offset = 0;
+      }
+      ino = nowIno;
       if (now > offset) {
         yield readRange(offset, now);
         offset = now;
@@ -321,13 +434,14 @@ export class Box {
     return defaultCommand(this.record.image.config, this.record.options);
   }
 
-  private connect(detach?: boolean): Promise<ShimClient> {
+  private connect(detach?: boolean, boot: BootIntent = {}): Promise<ShimClient> {
     if (this.client && !this.client.isClosed) return Promise.resolve(this.client);
-    this.starting ??= this.attachOrBoot(detach ?? this.record.options.detach)
+    this.starting ??= this.attachOrBoot(detach ?? this.record.options.detach, boot)
       .then((client) => {
         // Booted here or attached to a VM another handle or process started: either way this
         // runtime now runs it, so shutdown() stops it (the reference's runtime does the same).
         this.ctx.onBoxStarted(this);
+        client.onClose(() => this.onVmGone());
         return client;
       })
       .finally(() => {
@@ -336,7 +450,16 @@ export class Box {
     return this.starting;
   }
 
-  private async attachOrBoot(detach: boolean): Promise<ShimClient> {
+  /**
+   * The link to the VM ended. A box whose main process ended stopped itself: with autoRemove it
+   * is removed, as by its own stop() (docs/decisions/0003-main-process.md).
+   */
+  private onVmGone(): void {
+    if (!this.record.options.autoRemove || this.invalidated || !this.lastExit()) return;
+    void this.stop().catch(() => undefined);
+  }
+
+  private async attachOrBoot(detach: boolean, boot: BootIntent): Promise<ShimClient> {
     const paths = boxPaths(this.ctx.store.dir(this.id));
     if (!fs.existsSync(paths.config)) throw new InvalidStateError(`box ${this.id} was removed`);
     const { state, shim } = this.ctx.store.status(this.id);
@@ -347,19 +470,42 @@ export class Box {
       return this.client;
     }
     if (state.status === 'stopping') throw new InvalidStateError(`box ${this.id} is stopping`);
+    const argv = this.mainCommand();
+    const ownCommand = this.record.options.cmd !== undefined || this.record.options.entrypoint !== undefined;
+    const exit = this.lastExit();
+    if (!boot.explicit && ownCommand && exit) {
+      // Booting runs the main process, and this one is the user's own command (cmd or
+      // entrypoint): exec/copy/metrics must not run a finished job a second time behind the
+      // user's back (the reference's rule). start() runs it again on purpose.
+      throw new InvalidStateError(
+        `box ${this.id}'s main command exited (exit code ${exit.exitCode}); start() runs it again, exec does not`,
+      );
+    }
     const t0 = performance.now();
     const assets = await this.ctx.guestAssets();
     const accel = this.ctx.accelerator();
     const t1 = performance.now();
     const options = this.record.options;
+    const image = this.record.image.config;
+    const main: MainSpec | undefined = argv.length
+      ? {
+          argv,
+          env: execEnvironment(image.Env, options.env, []),
+          user: options.user ?? image.User ?? '',
+          cwd: options.workingDir ?? (image.WorkingDir || '/'),
+          tty: Boolean(boot.tty),
+          hold: Boolean(boot.hold),
+        }
+      : undefined;
     const config: ShimConfig = {
       boxId: this.id,
       boxDir: this.ctx.store.dir(this.id),
-      plan: vmPlan(options, paths, assets, accel.kind),
+      plan: vmPlan(options, paths, assets, accel.kind, Boolean(main)),
       accelReason: accel.reason,
       agentTimeoutMs: this.ctx.agentTimeoutMs(accel.kind),
       stopTimeoutMs: 10_000,
       detach,
+      ...(main ? { main } : {}),
     };
     const t2 = performance.now();
     let launched: LaunchedShim | undefined;
@@ -558,6 +704,13 @@ export class Box {
       // The reference: stop() of a stopped box is a no-op that leaves the handle usable. A VM
       // that died under this handle still has its connection and runtime entry to drop.
       this.release();
+      const exit = this.lastExit();
+      if (this.record.options.autoRemove && exit) {
+        // It stopped itself when its main process ended: autoRemove applies as to any stop.
+        this.invalidated = true;
+        this.removedByStop = { status: 'stopped', startedAt: state.startedAt, exitCode: exit.exitCode };
+        this.ctx.store.remove(this.id);
+      }
       return;
     }
     this.invalidated = true;
@@ -583,7 +736,7 @@ export class Box {
     }
     this.release();
     if (this.record.options.autoRemove) {
-      this.removedByStop = { status: shim ? 'stopped' : state.status, startedAt: state.startedAt };
+      this.removedByStop = { status: shim ? 'stopped' : state.status, startedAt: state.startedAt, exitCode: this.lastExit()?.exitCode };
       this.ctx.store.remove(this.id);
     }
   }

@@ -312,6 +312,54 @@ export class ShimClient {
     }
   }
 
+  /**
+   * Attaches to the box's main process on a new stream: resolves with the shim's answer (its
+   * pid, or how it already ended). From the answer on, `handlers` get its STDOUT, STDERR and
+   * EXIT, and the channel sends it STDIN, SIGNAL and RESIZE. A held main process starts now.
+   */
+  attachMain(tty: boolean, handlers: ExecHandlers): { channel: ExecChannel; reply: Promise<ControlReplies['attach']> } {
+    this.assertOpen();
+    const stream = this.nextStream++;
+    const channel = new ExecChannel(this, stream);
+    channel.started = true;
+    this.execs.set(stream, { channel, handlers });
+    this.hold();
+    const drop = () => {
+      if (this.execs.delete(stream)) {
+        channel.finished = true;
+        this.release();
+      }
+    };
+    const timeoutMs = CONTROL_TIMEOUT_MS.attach;
+    let timer: NodeJS.Timeout | undefined;
+    const reply = new Promise<ControlReply>((resolve, reject) => {
+      timer = setTimeout(() => {
+        this.replies.delete(stream);
+        reject(new TimeoutError(`box did not answer the attach request within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.replies.set(stream, { op: 'attach', resolve, reject });
+      const request: ControlRequest = tty ? { op: 'attach', tty } : { op: 'attach' };
+      void this.send({ type: 'CONTROL', stream, data: Buffer.from(JSON.stringify(request)) });
+    })
+      .then((body) => {
+        if (!body.ok) throw errorFromWire(body);
+        const answer = body as unknown as ControlReplies['attach'];
+        if ('exited' in answer) drop();
+        return answer;
+      })
+      .catch((err: unknown) => {
+        drop();
+        throw err;
+      })
+      .finally(() => clearTimeout(timer));
+    return { channel, reply };
+  }
+
+  /** Called once when the link to the shim ends (the box stopped, or the connection was lost). */
+  onClose(cb: () => void): void {
+    this.link.onClose(() => cb());
+  }
+
   /** A closed link answers nothing: a call registered on it would wait forever. */
   private assertOpen(): void {
     if (this.link.isClosed) throw this.lost ?? new PortalError('lost the connection to the box (the box stopped)');

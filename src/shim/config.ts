@@ -15,11 +15,46 @@ export interface ShimConfig {
   /** Detached shims outlive the process that started them. */
   detach: boolean;
   /**
+   * The box's main process (the image's Entrypoint + Cmd after the box's overrides), started
+   * right after the agent's HELLO as the container's init (EXEC flag MAIN); absent: an
+   * exec-only box. With `hold` it starts on the first client's `attach` instead, so a client
+   * that wants all of its output attaches before it runs (docker's create, attach, start).
+   */
+  main?: MainSpec;
+  /**
    * @internal Test hook (the host test tier): run this process instead of the VM. It must
    * connect to the agent socket itself; `{agentSocket}` in `args` is replaced by its path.
    * `qemu` is then unused. Never set by the SDK.
    */
   agentPeer?: { command: string; args: string[] };
+}
+
+export interface MainSpec {
+  argv: string[];
+  env: string[];
+  user: string;
+  cwd: string;
+  tty: boolean;
+  hold: boolean;
+  /** A held process starts anyway after this long without an attach (default 30 s). */
+  holdTimeoutMs?: number;
+  /**
+   * logs/main.log is rotated to main.log.1 (one generation kept) when it would grow past this
+   * (default 64 MiB), so a process that floods its output cannot fill the host's disk.
+   */
+  logMaxBytes?: number;
+}
+
+/** `boxes/<id>/exit.json`: how the main process's last run ended. */
+export interface ExitRecord {
+  /** Exit status; 128+N for death by signal N, as docker reports it (and the reference's exitCode). */
+  exitCode: number;
+  /** exited | signaled | failed (could not start) | stopped (the box was stopped under it) */
+  reason: 'exited' | 'signaled' | 'failed' | 'stopped';
+  signal?: number;
+  message?: string;
+  startedAt?: string;
+  finishedAt: string;
 }
 
 /** The shim's first stdout line: ready, or why it could not start. */

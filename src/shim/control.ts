@@ -3,14 +3,26 @@
 // its own timeout, so a shim that stops answering is a Timeout, never a hung call.
 import { BoxliteError, InvalidArgumentError, PortalError, toBoxliteError, type ErrorCode } from '../errors/index.js';
 import type { ShimState } from './config.js';
+import type { RoutedClient } from './router.js';
 
-export type ControlRequest = { op: 'info' } | { op: 'ping' } | { op: 'stop' };
+export type ControlRequest = { op: 'info' } | { op: 'ping' } | { op: 'stop' } | { op: 'attach'; tty?: boolean };
 export type ControlOp = ControlRequest['op'];
 
 export interface ControlReplies {
   info: ShimState;
   ping: { rttMs: number };
   stop: Record<never, never>;
+  /**
+   * The main process as seen by an attaching client: its pid (its output, STDIN, SIGNAL, RESIZE
+   * and EXIT then flow on the request's stream), or how it ended when it already has.
+   */
+  attach: { pid: number } | { exited: true; exitCode: number; message?: string };
+}
+
+/** Who sent a request, for ops that tie a stream to the client (attach). */
+export interface ControlContext {
+  client: RoutedClient;
+  stream: number;
 }
 
 export type ControlReply<K extends ControlOp = ControlOp> =
@@ -22,6 +34,8 @@ export const CONTROL_TIMEOUT_MS: Readonly<Record<ControlOp, number>> = {
   info: 10_000,
   ping: 15_000,
   stop: 30_000,
+  // A held main process starts on the attach; the reply waits for it to have started.
+  attach: 60_000,
 };
 
 const OPS = new Set<string>(Object.keys(CONTROL_TIMEOUT_MS));
@@ -31,7 +45,11 @@ const OPS = new Set<string>(Object.keys(CONTROL_TIMEOUT_MS));
  * before the shim closes its sockets, so it cannot simply return its result.
  */
 export type ControlHandlers = {
-  [K in ControlOp]: (req: Extract<ControlRequest, { op: K }>, reply: (body: ControlReplies[K]) => void) => Promise<void>;
+  [K in ControlOp]: (
+    req: Extract<ControlRequest, { op: K }>,
+    reply: (body: ControlReplies[K]) => void,
+    ctx: ControlContext,
+  ) => Promise<void>;
 };
 
 export function parseControlRequest(data: Buffer): ControlRequest {
@@ -45,11 +63,20 @@ export function parseControlRequest(data: Buffer): ControlRequest {
   if (typeof op !== 'string' || !OPS.has(op)) {
     throw new InvalidArgumentError(`unknown control op ${JSON.stringify(op ?? null)}`);
   }
+  if (op === 'attach') {
+    const tty = (req as { tty?: unknown }).tty;
+    return tty === true ? { op, tty } : { op };
+  }
   return { op } as ControlRequest;
 }
 
 /** Runs one request against the handlers; every failure becomes an `{ok:false}` reply. */
-export async function serveControl(handlers: ControlHandlers, data: Buffer, send: (reply: ControlReply) => void): Promise<void> {
+export async function serveControl(
+  handlers: ControlHandlers,
+  data: Buffer,
+  send: (reply: ControlReply) => void,
+  ctx: ControlContext,
+): Promise<void> {
   let replied = false;
   const once = (body: ControlReply) => {
     if (replied) return;
@@ -58,8 +85,8 @@ export async function serveControl(handlers: ControlHandlers, data: Buffer, send
   };
   try {
     const req = parseControlRequest(data);
-    const handler = handlers[req.op] as (r: ControlRequest, reply: (body: object) => void) => Promise<void>;
-    await handler(req, (body) => once({ ok: true, ...body } as ControlReply));
+    const handler = handlers[req.op] as (r: ControlRequest, reply: (body: object) => void, ctx: ControlContext) => Promise<void>;
+    await handler(req, (body) => once({ ok: true, ...body } as ControlReply), ctx);
   } catch (err) {
     const e: BoxliteError = toBoxliteError(err);
     once({ ok: false, code: e.code, message: e.message });

@@ -18,6 +18,8 @@ export interface RoutedClient {
 interface AgentStream {
   /** Absent once the client that started it left; output is then credited back and dropped. */
   owner?: { client: RoutedClient; clientStream: number };
+  /** A stream the shim itself owns (the main process): every frame goes here, output is credited back at once. */
+  sink?: (m: Message) => void;
   /** Bytes the agent may still send on fd 1 and fd 2. */
   credit: { 1: number; 2: number };
   /** STDIN bytes forwarded to the agent that it has not yet returned with WINDOW fd=0. */
@@ -42,8 +44,55 @@ export class StreamRouter {
       /** The agent broke the protocol: the box's link must end with this error. */
       onViolation(err: PortalError): void;
       onControl(client: RoutedClient, stream: number, data: Buffer): void;
+      /**
+       * A STDIN/SIGNAL/RESIZE/WINDOW on a stream the client did not open with EXEC (an
+       * attachment to the main process); true when taken.
+       */
+      onUnrouted?(client: RoutedClient, m: Message): boolean;
+      onClientGone?(client: RoutedClient): void;
     },
   ) {}
+
+  /**
+   * Starts an execution the shim itself owns (the box's main process). Its output is credited
+   * back as soon as `sink` took it, so it never waits for a client.
+   */
+  openInternal(exec: Omit<Extract<Message, { type: 'EXEC' }>, 'type' | 'stream'>, sink: (m: Message) => void): number {
+    const agentStream = this.nextAgentStream++;
+    this.streams.set(agentStream, { sink, credit: { 1: OUTPUT_WINDOW, 2: OUTPUT_WINDOW }, stdinOutstanding: 0 });
+    this.agent.send({ type: 'EXEC', stream: agentStream, ...exec });
+    return agentStream;
+  }
+
+  /**
+   * Input for a shim-owned stream (from a client attached to it). False, and nothing sent, when
+   * STDIN would overrun the agent's window; the client is then cut off like any other overrun.
+   */
+  toInternal(client: RoutedClient, agentStream: number, m: Message): void {
+    if (m.type !== 'STDIN' && m.type !== 'SIGNAL' && m.type !== 'RESIZE') return;
+    const s = this.streams.get(agentStream);
+    if (!s?.sink) return;
+    if (m.type === 'STDIN' && m.data.length > 0) {
+      if (s.stdinOutstanding + m.data.length > STDIN_WINDOW) {
+        this.clientViolation(client, `STDIN to the main process overran the ${STDIN_WINDOW} byte window`);
+        return;
+      }
+      s.stdinOutstanding += m.data.length;
+    }
+    this.agent.send({ ...m, stream: agentStream });
+  }
+
+  /**
+   * Resolves once no client's execution is open on the agent any more, or after `ms`. When the
+   * main process ends the box stops; executions still in flight (killed with the container's
+   * pid namespace in a VM) first deliver their EXIT instead of losing the link.
+   */
+  async executionsSettled(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while ([...this.streams.values()].some((s) => !s.sink) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 
   addClient(link: Link): RoutedClient {
     const client: RoutedClient = { link, streams: new Map() };
@@ -51,6 +100,7 @@ export class StreamRouter {
     link.onMessage((m) => this.fromClient(client, m));
     link.onClose(() => {
       this.clients.delete(client);
+      this.hooks.onClientGone?.(client);
       // A client that goes away takes its executions with it: nobody can read them any more.
       // They stay known (unowned) until EXIT, so late output is credited back and the agent
       // is never left waiting for a window that only a dead client could open.
@@ -152,6 +202,7 @@ export class StreamRouter {
       case 'RESIZE':
       case 'WINDOW': {
         const agentStream = client.streams.get(m.stream);
+        if (agentStream === undefined && this.hooks.onUnrouted?.(client, m)) return;
         if (agentStream === undefined) {
           // Credit returned just after EXIT is normal; an ERROR for it could hit a reused id.
           if (m.type !== 'WINDOW') {
@@ -229,6 +280,22 @@ export class StreamRouter {
       this.violation(`the guest agent sent ${m.type} on stream ${m.stream}, which is not open`);
       return;
     }
+    if (s.sink) {
+      if ((m.type === 'STDOUT' || m.type === 'STDERR') && m.data.length > 0) {
+        const fd = m.type === 'STDOUT' ? 1 : 2;
+        if (m.data.length > s.credit[fd]) {
+          this.violation(`the guest agent overran its ${m.type} window on stream ${m.stream} (${m.data.length} bytes sent, ${s.credit[fd]} granted)`);
+          return;
+        }
+        s.sink(m);
+        this.agent.send({ type: 'WINDOW', stream: m.stream, fd, bytes: m.data.length });
+        return;
+      }
+      if (m.type === 'WINDOW' && m.fd === 0) s.stdinOutstanding = Math.max(0, s.stdinOutstanding - m.bytes);
+      if (m.type === 'EXIT') this.streams.delete(m.stream);
+      s.sink(m);
+      return;
+    }
     if ((m.type === 'STDOUT' || m.type === 'STDERR') && m.data.length > 0) {
       const fd = m.type === 'STDOUT' ? 1 : 2;
       if (m.data.length > s.credit[fd]) {
@@ -255,7 +322,7 @@ export class StreamRouter {
   }
 
   /** A client broke the protocol: it loses its own connection (and so its executions), told why. */
-  private clientViolation(client: RoutedClient, detail: string): void {
+  clientViolation(client: RoutedClient, detail: string): void {
     const err = new PortalError(`protocol violation by a client: ${detail}`);
     this.hooks.log(err.message);
     client.link.send({ type: 'ERROR', stream: 0, message: err.message });

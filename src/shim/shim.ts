@@ -3,15 +3,23 @@
 // commands (control.ts). This file wires them together and owns the shim's lifetime.
 import fs from 'node:fs';
 import net from 'node:net';
-import { PortalError, BoxliteError, toBoxliteError } from '../errors/index.js';
+import { PortalError, BoxliteError, InvalidStateError, UnsupportedError, toBoxliteError } from '../errors/index.js';
+import { Feature } from '../protocol/codec.js';
+import { missingFeatures } from '../protocol/features.js';
 import { Link } from '../protocol/link.js';
 import { boxPaths, type ShimConfig, type ShimReadyLine, type ShimState } from './config.js';
 import { processStartTime, readTail, writeFileAtomic } from '../util/fs.js';
 import { serveControl, type ControlHandlers } from './control.js';
 import { agentHandshake, type Hello } from './handshake.js';
 import { ShimLock } from './lock.js';
+import { MainProcess } from './main-process.js';
 import { StreamRouter } from './router.js';
 import { VmSupervisor } from './vm.js';
+
+/** How long a held main process waits for the client that booted the box to attach. */
+const HOLD_TIMEOUT_MS = 30_000;
+/** How long the stop after the main process's end waits for executions still in flight. */
+const EXEC_SETTLE_MS = 2_000;
 
 export class Shim {
   private readonly paths;
@@ -19,6 +27,8 @@ export class Shim {
   private readonly vm: VmSupervisor;
   private agent?: Link;
   private router?: StreamRouter;
+  private main?: MainProcess;
+  private holdTimer?: NodeJS.Timeout;
   private controlServer?: net.Server;
   private agentServer?: net.Server;
   private stopping?: Promise<void>;
@@ -60,6 +70,35 @@ export class Shim {
     const hello = await this.waitForHello(agentConnected);
     const bootMs = Math.round(performance.now() - this.vm.spawnedAt);
     this.agentServer.close();
+
+    if (this.config.main) {
+      const main = this.config.main;
+      // An agent that cannot run it would answer the MAIN EXEC with a stream-0 ERROR only and the
+      // box would wait for its init forever: refuse the boot instead, with the reason.
+      const missing = missingFeatures(Feature.MAIN, hello.features);
+      if (missing.length) {
+        throw new UnsupportedError(
+          `the box's guest agent (${hello.version}) lacks ${missing.join(', ')}: it cannot run the image's main process ${JSON.stringify(main.argv)}`,
+        );
+      }
+      this.main = new MainProcess(this.router!, this.paths, main, this.log, (record) => {
+        // The box is its main process: when it ends, so does the box (docker's container exit).
+        // Executions still in flight get their EXIT out first (bounded).
+        void this.router!.executionsSettled(EXEC_SETTLE_MS).then(() => this.stop(`the main process ended (exit code ${record.exitCode})`));
+      });
+      // Before any client can connect, so no exec ever runs ahead of the container's init.
+      if (!main.hold) this.main.start();
+      else {
+        fs.rmSync(this.paths.exitFile, { force: true });
+        // Held for a client that attaches right after the boot; one that never does (it died,
+        // or lost the race) must not leave the box without its init forever.
+        const holdMs = main.holdTimeoutMs ?? HOLD_TIMEOUT_MS;
+        this.holdTimer = setTimeout(() => {
+          this.log(`no client attached within ${holdMs} ms; starting the held main process`);
+          this.main?.start();
+        }, holdMs);
+      }
+    }
 
     this.controlServer = net.createServer((socket) => this.router?.addClient(new Link(socket)));
     await listen(this.controlServer, this.paths.controlSocket);
@@ -110,9 +149,14 @@ export class Shim {
           link.close(err);
         },
         onControl: (client, stream, data) =>
-          void serveControl(this.controlHandlers, data, (body) =>
-            client.link.send({ type: 'REPLY', stream, data: Buffer.from(JSON.stringify(body)) }),
+          void serveControl(
+            this.controlHandlers,
+            data,
+            (body) => client.link.send({ type: 'REPLY', stream, data: Buffer.from(JSON.stringify(body)) }),
+            { client, stream },
           ),
+        onUnrouted: (client, m) => this.main?.fromClient(client, m) ?? false,
+        onClientGone: (client) => this.main?.detach(client),
       });
       this.router = router;
       link.onMessage((m) => router.fromAgent(m));
@@ -139,12 +183,19 @@ export class Shim {
     ping: async (_req, reply) => reply({ rttMs: await this.router!.pingAgent() }),
     // Reply before the sockets close; the client then waits for the socket to end.
     stop: (_req, reply) => this.stop('stop requested by a client', () => reply({})),
+    attach: async (req, reply, ctx) => {
+      if (!this.main) throw new InvalidStateError('the box has no main process (its image has no Entrypoint or Cmd, and the box sets neither)');
+      if (this.stopping && !this.main.hasExited) throw new InvalidStateError('the box is stopping');
+      this.main.attach(ctx.client, ctx.stream, reply, (req as { tty?: boolean }).tty);
+    },
   };
 
   /** Graceful power-off (bounded), then force. Idempotent. */
   stop(reason: string, beforeCleanup?: () => void): Promise<void> {
     this.stopping ??= (async () => {
       this.log(`stopping: ${reason}`);
+      clearTimeout(this.holdTimer);
+      this.main?.stopped();
       if (this.vm.isRunning) {
         this.agent?.send({ type: 'SHUTDOWN', stream: 0 });
         const graceful = await Promise.race([
@@ -180,6 +231,7 @@ export class Shim {
   private cleanup(exitCode = 0): void {
     if (this.cleanupDone) return;
     this.cleanupDone = true;
+    clearTimeout(this.holdTimer);
     const clientsGone = this.router?.closeAll(this.linkError) ?? Promise.resolve();
     this.agent?.close();
     this.controlServer?.close();

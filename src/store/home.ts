@@ -39,6 +39,10 @@ export interface BoxPaths {
   logsDir: string;
   /** Guest serial console. */
   consoleLog: string;
+  /** The main process's stdout and stderr, as they came (`box.logs()` of a box that has one). */
+  mainLog: string;
+  /** How the main process's last run ended (written by the shim; removed when it runs again). */
+  exitFile: string;
   qemuLog: string;
   shimLog: string;
 }
@@ -54,6 +58,8 @@ export function boxPaths(dir: string): BoxPaths {
     shimLock: path.join(dir, 'shim.lock'),
     logsDir: path.join(dir, 'logs'),
     consoleLog: path.join(dir, 'logs', 'console.log'),
+    mainLog: path.join(dir, 'logs', 'main.log'),
+    exitFile: path.join(dir, 'exit.json'),
     qemuLog: path.join(dir, 'logs', 'qemu.log'),
     shimLog: path.join(dir, 'logs', 'shim.log'),
   };

@@ -97,6 +97,12 @@ export interface VmPlan {
   /** A control socket for the VMM (QMP today), for snapshots and live operations. */
   controlSocketPath?: string | null;
   guest?: GuestPolicy;
+  /**
+   * The container's init is the box's main process, which the host starts over the agent link
+   * (EXEC flag MAIN) right after the handshake; the agent builds the container then, not at
+   * boot. Absent: an exec-only box, whose init is the agent's own reaper.
+   */
+  mainProcess?: boolean;
   /** Confine the VM process with the engine's own syscall filter (no fork/exec). */
   seccomp?: boolean;
   /** Run the VM process in the jailer (bubblewrap: own namespaces, unprivileged, only its files; jail.ts). */

@@ -141,6 +141,7 @@ export function buildKernelCmdline(plan: VmPlan, host: Partial<QemuHost> = {}): 
       `boxlite.host=${GUEST_NET.hostAlias}`,
     );
   }
+  if (plan.mainProcess) parts.push('boxlite.main');
   const g = plan.guest;
   if (g?.capabilities) {
     let mask = 0n;

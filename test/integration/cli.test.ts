@@ -12,7 +12,9 @@ describe('boxlite run', () => {
   });
 
   it('maps death by signal N to 128+N, a missing command to 127, and honours -e/-w/-u/-i/-t', async () => {
-    const killed = await boxlite(['run', '--rm', '--rootfs', inject('image'), 'sh', '-c', 'kill -9 $$']);
+    // The command is the box's PID 1, which a signal from inside its namespace cannot kill (as in
+    // docker): a child killed by SIGKILL gives the exit status 137.
+    const killed = await boxlite(['run', '--rm', '--rootfs', inject('image'), 'sh', '-c', 'sh -c "kill -9 \\$\\$"; exit $?']);
     expect(killed.code).toBe(137);
     const missing = await boxlite(['run', '--rm', '--rootfs', inject('image'), 'no-such-binary']);
     expect(missing.code).toBe(127);
@@ -87,7 +89,7 @@ describe('detached boxes: run -d, exec, ls, stop, rm', () => {
       expect(templated.stdout).toContain(`${id} running\n`);
       const yaml = await boxlite(['ls', '--format', 'yaml']);
       expect(yaml.stdout).toMatch(new RegExp(`id: ${id}`));
-      const logs = await boxlite(['logs', '-n', '50', id]);
+      const logs = await boxlite(['logs', '--console', '-n', '50', id]);
       expect(logs.stdout).toMatch(/boxlite-guest/);
       expect(inspect[0]!.config).toMatchObject({ cpus: 1, memoryMib: 512, detach: true });
       const stats = JSON.parse((await boxlite(['stats', '--format', 'json', id])).stdout) as Array<{ memoryBytes: number; cpuPercent: number }>;
@@ -105,13 +107,13 @@ describe('detached boxes: run -d, exec, ls, stop, rm', () => {
       const stopped = await boxlite(['ls', '-a']);
       expect(stopped.stdout).toMatch(new RegExp(`${id}.*stopped`));
       // logs -f of a stopped box prints the log and ends; -n N is exactly its last N lines.
-      const followed = await boxlite(['logs', '-f', id]);
+      const followed = await boxlite(['logs', '--console', '-f', id]);
       expect(followed.code).toBe(0);
       expect(followed.stdout).toMatch(/boxlite-guest/);
       const lines = followed.stdout.replace(/\n$/, '').split('\n');
       expect(lines.length).toBeGreaterThan(3);
       for (const n of [1, 3]) {
-        expect((await boxlite(['logs', '-n', String(n), id])).stdout).toBe(`${lines.slice(-n).join('\n')}\n`);
+        expect((await boxlite(['logs', '--console', '-n', String(n), id])).stdout).toBe(`${lines.slice(-n).join('\n')}\n`);
       }
       const execStopped = await boxlite(['exec', id, 'true']);
       expect(execStopped.code).toBe(125);

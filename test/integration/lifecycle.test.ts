@@ -137,7 +137,7 @@ describe('recovery and shared homes', () => {
       await h1.stop();
       // The console log outlives the VM and the handle: its last 2 lines, exactly.
       const chunks: Buffer[] = [];
-      for await (const c of h1.logs({ tail: 2, follow: true })) chunks.push(c);
+      for await (const c of h1.logs({ tail: 2, follow: true, console: true })) chunks.push(c);
       const tail = Buffer.concat(chunks).toString('utf8');
       expect(tail.replace(/\n$/, '').split('\n')).toHaveLength(2);
       expect((await h1.inspect()).paths.consoleLog).toMatch(/boxes\/[0-9A-Z]{26}\/logs\/console\.log$/);

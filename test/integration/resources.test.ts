@@ -43,7 +43,7 @@ describe('out of memory', () => {
     const hog = await box.exec('awk', ['BEGIN { s = "x"; for (j = 0; j < 18; j++) s = s s; for (i = 0; ; i++) a[i] = s i }']);
     expect((await hog.wait()).exitCode).toBe(-9);
     expect(await sh(box, 'echo ok')).toEqual({ exitCode: 0, stdout: 'ok\n', stderr: '' });
-    // The container init (PID 1 of the box) is exempt too.
-    expect((await sh(box, 'cat /proc/1/oom_score_adj')).stdout).toBe('-1000\n');
+    // PID 1 of the box is the image's main process (its Cmd, sh): a workload, not exempt (docs/decisions/0003-main-process.md).
+    expect((await sh(box, 'cat /proc/1/oom_score_adj')).stdout).toBe('0\n');
   });
 });

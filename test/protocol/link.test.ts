@@ -71,9 +71,10 @@ describe('Link', () => {
 });
 
 describe('feature bits', () => {
-  it('an EXEC needs EXEC and WINDOW, plus TTY, TOOL and TIMEOUT when it uses them', () => {
+  it('an EXEC needs EXEC and WINDOW, plus TTY, TOOL, MAIN and TIMEOUT when it uses them', () => {
     expect(execFeatures({ flags: 0, timeoutMs: 0 })).toBe(Feature.EXEC | Feature.WINDOW);
-    expect(execFeatures({ flags: 3, timeoutMs: 5 })).toBe(HOST_FEATURES);
+    expect(execFeatures({ flags: 7, timeoutMs: 5 })).toBe(HOST_FEATURES);
+    expect(missingFeatures(execFeatures({ flags: 4, timeoutMs: 0 }), 0x1f)).toEqual(["MAIN (0x20, the image's main process as the container init)"]);
     expect(missingFeatures(execFeatures({ flags: 2, timeoutMs: 0 }), 0x0f)).toEqual(['TOOL (0x10, the agent toolbox used by copyIn/copyOut)']);
     expect(missingFeatures(HOST_FEATURES, HOST_FEATURES)).toEqual([]);
     expect(missingFeatures(Feature.TTY | Feature.TIMEOUT, 0)).toEqual(['TTY (0x2, terminals)', 'TIMEOUT (0x8, execution timeouts)']);

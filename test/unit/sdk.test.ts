@@ -9,15 +9,10 @@ import {
   ApiKeyCredential,
   Box,
   BoxliteRestOptions,
-  BrowserBox,
-  CodeBox,
-  ComputerBox,
   getJsBoxlite,
   getNativeModule,
-  InteractiveBox,
   JsBoxlite,
   SimpleBox,
-  SkillBox,
   UnsupportedError,
   GUEST_IP,
   type SimpleBoxOptions,
@@ -140,26 +135,6 @@ describe('SimpleBox constructor', () => {
 });
 
 describe('box types, REST, import, volumes, snapshots, tunnels', () => {
-  it('every box type constructor throws a coded Unsupported error', () => {
-    const ctors: Array<[string, () => unknown]> = [
-      ['CodeBox', () => new CodeBox({ runtime: rt })],
-      ['BrowserBox', () => new BrowserBox({ runtime: rt })],
-      ['ComputerBox', () => new ComputerBox({ runtime: rt })],
-      ['InteractiveBox', () => new InteractiveBox({ runtime: rt })],
-      ['SkillBox', () => new SkillBox({ runtime: rt })],
-    ];
-    for (const [name, make] of ctors) {
-      let err: unknown;
-      try {
-        make();
-      } catch (e) {
-        err = e;
-      }
-      expect(err, name).toBeInstanceOf(UnsupportedError);
-      expect((err as Error).message).toBe(`unsupported: ${name} not implemented yet (box types arrive with issue 8); use SimpleBox meanwhile`);
-    }
-  });
-
   it('JsBoxlite.rest checks its options, then throws Unsupported', () => {
     const options = new BoxliteRestOptions({ url: 'http://127.0.0.1:8100', credential: new ApiKeyCredential('k'), pathPrefix: 'acme' });
     expect([options.url, options.pathPrefix, options.credential?.getToken()]).toEqual(['http://127.0.0.1:8100', 'acme', { token: 'k', expiresAt: null }]);
