@@ -10,33 +10,16 @@
 // quantised by that; screenshot() is python3 + PIL's ImageGrab + PNG + base64 in the guest.
 //
 // Usage: node bench/computerbox.mjs [--runs N]   (needs scripts/setup.sh; uses a scratch BOXLITE_HOME)
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, ensureImage, fmt, loadBoxlite, median, runsArg, scratchHome, time } from './lib.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { JsBoxlite, SimpleBox, ComputerBox } = await import(path.join(ROOT, 'dist', 'index.js'));
-
-const runsArg = process.argv.indexOf('--runs');
-const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 3;
+const { JsBoxlite, SimpleBox, ComputerBox } = await loadBoxlite();
+const RUNS = runsArg(3);
 const WARM_RUNS = 10;
-const image = path.join(ROOT, '.cache', 'images', 'desktop');
-execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'make-test-image.mjs'), image, '--variant', 'desktop'], { stdio: 'ignore' });
+const image = ensureImage('desktop');
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const fmt = (ms) => `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
-const time = async (fn) => {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-};
-
-const home = fs.mkdtempSync(path.join(os.tmpdir(), 'boxlite-bench-computerbox-'));
+const home = scratchHome('computerbox');
 const runtime = new JsBoxlite({ homeDir: home });
 const opts = { runtime, rootfsPath: image, guiHttpPort: 0, guiHttpsPort: 0 };
 try {
