@@ -52,8 +52,8 @@ export function shimConfig(dir: string, peer: ShimConfig['agentPeer'], agentTime
   };
 }
 
-export async function startBox(peer: ShimConfig['agentPeer'], dir = boxDir()): Promise<HostBox> {
-  const launched = await launchShim(shimConfig(dir, peer));
+export async function startBox(peer: ShimConfig['agentPeer'], dir = boxDir(), extra: Partial<ShimConfig> = {}): Promise<HostBox> {
+  const launched = await launchShim({ ...shimConfig(dir, peer), ...extra });
   const client = await ShimClient.connect(path.join(dir, 'control.sock'));
   return {
     dir,

@@ -7,29 +7,18 @@ import { describe, expect, it } from 'vitest';
 import { launchShim, ShimClient } from '../../dist/shim/client.js';
 import type { MainSpec } from '../../dist/shim/config.js';
 import type { Message } from '../../dist/protocol/codec.js';
-import { agentPeer, alive, boxDir, run, shimConfig, waitFor, waitGone } from './helpers.js';
+import { agentPeer, alive, boxDir, run, shimConfig, startBox, waitFor } from './helpers.js';
 
 const ENV = ['PATH=/usr/local/bin:/usr/bin:/bin'];
 
 async function boot(main: Partial<MainSpec> & { argv: string[] }, features?: number) {
-  const dir = boxDir();
   const spec: MainSpec = { env: ENV, user: '', cwd: '/', tty: false, hold: false, ...main };
-  const launched = await launchShim({ ...shimConfig(dir, agentPeer(features)), main: spec });
-  const client = await ShimClient.connect(path.join(dir, 'control.sock'));
-  const read = (name: string) => fs.readFileSync(path.join(dir, name), 'utf8');
+  const box = await startBox(agentPeer(features), boxDir(), { main: spec });
+  const read = (name: string) => fs.readFileSync(path.join(box.dir, name), 'utf8');
   return {
-    dir,
-    client,
-    shimPid: launched.state.shimPid,
+    ...box,
     read,
     exit: () => JSON.parse(read('exit.json')) as { exitCode: number; reason: string; signal?: number },
-    async dispose() {
-      await client.request('stop').catch(() => undefined);
-      client.close();
-      launched.watchdog?.destroy();
-      await waitGone(launched.state.shimPid, 5_000);
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
   };
 }
 
