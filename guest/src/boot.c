@@ -233,6 +233,8 @@ void boot_parse_cmdline(struct boot_config *bc)
 			parse_limit(bc, tok + 15);
 		else if (strcmp(tok, "boxlite.main") == 0 || strcmp(tok, "boxlite.main=1") == 0)
 			bc->main = 1;
+		else if (strcmp(tok, "boxlite.trust") == 0 || strcmp(tok, "boxlite.trust=1") == 0)
+			bc->trust = 1;
 		else if (strcmp(tok, "boxlite.debug") == 0 || strcmp(tok, "boxlite.debug=1") == 0)
 			bc->debug = 1;
 	}

@@ -23,6 +23,7 @@ struct boot_config {
 	char host[64];  /* boxlite.host: the address of host.boxlite.internal */
 	int debug;      /* boxlite.debug */
 	int main;       /* boxlite.main: the container's init is the main process (EXEC flag MAIN) */
+	int trust;      /* boxlite.trust: the container waits for the host's TRUST (the box's CA) */
 	struct boot_volume vols[BOOT_MAX_VOLUMES];
 	int nvols;
 	int have_caps;           /* boxlite.caps given */

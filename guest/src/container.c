@@ -177,6 +177,92 @@ out:
 	return rc;
 }
 
+/* The trust-store files of the usual distributions (Go's crypto/x509 list). The
+ * first is always provided (created when the image has none); the others only
+ * where the image has them, so nothing new appears in foreign layouts. */
+static const char *const trust_paths[] = {
+	"/etc/ssl/certs/ca-certificates.crt",                /* Debian, Ubuntu, Alpine, Arch */
+	"/etc/pki/tls/certs/ca-bundle.crt",                  /* Fedora, RHEL */
+	"/etc/ssl/ca-bundle.pem",                            /* openSUSE */
+	"/etc/pki/tls/cacert.pem",                           /* OpenELEC */
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", /* RHEL 7+ */
+	"/etc/ssl/cert.pem",                                 /* Alpine, LibreSSL */
+};
+#define TRUST_IMAGE_MAX (4u << 20)
+
+/* Appends the image's own bundle (the first trust path that is a regular file)
+ * to fd; bounded, so a huge or special file cannot stall the boot. */
+static int copy_image_bundle(int out)
+{
+	static char buf[65536];
+	for (size_t i = 0; i < sizeof(trust_paths) / sizeof(trust_paths[0]); i++) {
+		int fd = open(trust_paths[i], O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		struct stat st;
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+			close(fd);
+			continue;
+		}
+		size_t total = 0;
+		char last = '\n';
+		ssize_t n;
+		while (total < TRUST_IMAGE_MAX && (n = read(fd, buf, sizeof(buf))) > 0) {
+			if (write_all(out, buf, (size_t)n) < 0) {
+				close(fd);
+				return fail("write trust bundle");
+			}
+			last = buf[n - 1];
+			total += (size_t)n;
+		}
+		close(fd);
+		if (last != '\n' && write_all(out, "\n", 1) < 0)
+			return fail("write trust bundle");
+		return 0;
+	}
+	return 0;
+}
+
+/* The box's CA (TRUST from the host, for secret substitution): a bundle of the
+ * image's certificates plus the CA on a staging tmpfs, bound over every trust
+ * path the image has (and the Debian one in any case). The image is not
+ * modified: a new boot gets a new CA and the old one is simply gone. */
+static int make_trust(const struct container_config *cfg)
+{
+	const char *stage = "/tmp";
+	if (mount_at("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=8m", 01777) < 0)
+		return -1;
+	int rc = -1;
+	int fd = open("/tmp/ca-bundle.crt", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		fail("create trust bundle");
+		goto out;
+	}
+	if (copy_image_bundle(fd) < 0 || write_all(fd, cfg->trust_pem, cfg->trust_len) < 0) {
+		if (!setup_error[0])
+			fail("write trust bundle");
+		close(fd);
+		goto out;
+	}
+	close(fd);
+	if (mkdir_p("/etc/ssl/certs", 0755) < 0) {
+		fail("mkdir /etc/ssl/certs");
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(trust_paths) / sizeof(trust_paths[0]); i++) {
+		struct stat st;
+		if (i > 0 && stat(trust_paths[i], &st) < 0)
+			continue;
+		if (bind_file("/tmp/ca-bundle.crt", trust_paths[i]) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	if (umount2(stage, MNT_DETACH) < 0 && rc == 0)
+		rc = fail("umount %s", stage);
+	return rc;
+}
+
 /* Host volumes: virtio-9p shares (QEMU enforces read-only too), mounted
  * after pivot_root so the path resolves inside the container; mounted last
  * so nothing of ours covers them. The path is created when missing. */
@@ -221,6 +307,8 @@ static int setup(const struct container_config *cfg)
 	if (make_dev() < 0)
 		return -1;
 	if (make_etc(cfg) < 0)
+		return -1;
+	if (cfg->trust_len && make_trust(cfg) < 0)
 		return -1;
 	if (mount_at("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777) < 0)
 		return -1;

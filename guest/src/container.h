@@ -18,6 +18,8 @@ struct container_config {
 	const char *dns;        /* nameserver; NULL or "": no resolv.conf */
 	const struct boot_volume *vols; /* 9p shares mounted last, at their paths */
 	int nvols;
+	const char *trust_pem; /* extra CA certificates (PEM) for the trust store; NULL: none */
+	size_t trust_len;
 };
 
 struct container {

@@ -43,6 +43,13 @@ static struct boot_config bc;
 static struct container_config main_cfg_store;
 static const struct container_config *main_cfg;
 static int main_started;
+/* boxlite.trust: the box's CA (TRUST, sent by the host right after the
+ * handshake) goes into the container's trust store, so an exec-only box's
+ * container starts only once it is here; a main box's starts with its init. */
+static char trust_pem[PROTO_MAX_PAYLOAD];
+static size_t trust_len;
+static int trust_waiting;
+static struct container_config trust_cfg_store;
 
 static void usage(void)
 {
@@ -72,6 +79,58 @@ static void shutdown_now(void)
 	boot_poweroff(ROOT_MOUNT);
 }
 
+/* Executions join the running container's namespaces from now on. */
+static void adopt_container(void)
+{
+	ns_fds[0] = ctr.ns_ipc;
+	ns_fds[1] = ctr.ns_uts;
+	ns_fds[2] = ctr.ns_mnt;
+	snprintf(ptmx_path, sizeof(ptmx_path), "/proc/%d/root/dev/pts/ptmx", (int)ctr.init_pid);
+	senv.ns_fds = ns_fds;
+	senv.unavailable = NULL;
+}
+
+static int looks_like_pem(const uint8_t *p, uint32_t n)
+{
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	return n > sizeof(begin) - 1 && n < sizeof(trust_pem) && memcmp(p, begin, sizeof(begin) - 1) == 0 &&
+	       memchr(p, 0, n) == NULL;
+}
+
+static void on_trust(struct proto_bytes d)
+{
+	if (trust_len) {
+		log_warn("TRUST: the box already has its CA; ignoring another");
+		return;
+	}
+	if (!looks_like_pem(d.ptr, d.len)) {
+		/* Not ours to guess at: the container starts without it, HTTPS to
+		 * secret hosts will then fail verification (visible, not silent). */
+		log_err("TRUST: not a PEM certificate (%u bytes); ignored", (unsigned)d.len);
+	} else {
+		memcpy(trust_pem, d.ptr, d.len);
+		trust_len = d.len;
+		main_cfg_store.trust_pem = trust_cfg_store.trust_pem = trust_pem;
+		main_cfg_store.trust_len = trust_cfg_store.trust_len = trust_len;
+		log_info("TRUST: %u bytes of CA certificates for the container's trust store", (unsigned)d.len);
+	}
+	if (host_mode)
+		return;
+	if (trust_waiting) {
+		trust_waiting = 0;
+		if (container_start(&trust_cfg_store, &ctr) == 0) {
+			log_info("container ready (init pid %d)", (int)ctr.init_pid);
+			adopt_container();
+		} else {
+			log_err("container: %s", ctr.error);
+			senv.unavailable = ctr.error;
+		}
+		streams_configure(&senv);
+	} else if (!main_cfg || main_started) {
+		log_warn("TRUST after the container started (booted without boxlite.trust): not installed");
+	}
+}
+
 static void on_frame(const struct proto_msg *m)
 {
 	switch (m->type) {
@@ -88,6 +147,9 @@ static void on_frame(const struct proto_msg *m)
 		break;
 	}
 	case PROTO_PONG:
+		break;
+	case PROTO_TRUST:
+		on_trust(m->u.data);
 		break;
 	case PROTO_SHUTDOWN:
 		shutdown_now();
@@ -233,6 +295,10 @@ static void vm_boot(void)
 			main_cfg_store = cfg;
 			main_cfg = &main_cfg_store;
 			snprintf(ctr.error, sizeof(ctr.error), "the main process has not started yet");
+		} else if (bc.trust) {
+			trust_cfg_store = cfg;
+			trust_waiting = 1;
+			snprintf(ctr.error, sizeof(ctr.error), "the container has not started yet: it waits for the box's CA (TRUST)");
 		} else if (container_start(&cfg, &ctr) == 0)
 			log_info("container ready (init pid %d)", (int)ctr.init_pid);
 		else

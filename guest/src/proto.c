@@ -24,6 +24,7 @@ const char *proto_type_name(uint8_t type)
 	case PROTO_PONG: return "PONG";
 	case PROTO_SHUTDOWN: return "SHUTDOWN";
 	case PROTO_ERROR: return "ERROR";
+	case PROTO_TRUST: return "TRUST";
 	case PROTO_EXEC: return "EXEC";
 	case PROTO_STARTED: return "STARTED";
 	case PROTO_STDIN: return "STDIN";
@@ -57,7 +58,7 @@ static void put32(uint8_t *p, uint32_t v)
 
 static int is_link_type(uint8_t type)
 {
-	return type >= PROTO_HELLO && type <= PROTO_SHUTDOWN;
+	return (type >= PROTO_HELLO && type <= PROTO_SHUTDOWN) || type == PROTO_TRUST;
 }
 
 int proto_check_header(const uint8_t *hdr, struct proto_header *out)
@@ -197,6 +198,7 @@ int proto_decode(const uint8_t *frame, size_t n, struct proto_msg *m)
 	case PROTO_STDIN:
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
+	case PROTO_TRUST:
 		m->u.data = rdrest(&r);
 		break;
 	case PROTO_SHUTDOWN:
@@ -269,7 +271,8 @@ static size_t payload_size(const struct proto_msg *m)
 	case PROTO_PONG:
 	case PROTO_STDIN:
 	case PROTO_STDOUT:
-	case PROTO_STDERR: return m->u.data.len;
+	case PROTO_STDERR:
+	case PROTO_TRUST: return m->u.data.len;
 	case PROTO_SHUTDOWN: return 0;
 	case PROTO_ERROR: return 4u + (size_t)m->u.error.message.len;
 	case PROTO_EXEC:
@@ -353,6 +356,7 @@ size_t proto_encode(const struct proto_msg *m, uint8_t *out, size_t cap)
 	case PROTO_STDIN:
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
+	case PROTO_TRUST:
 		wraw(&w, m->u.data.ptr, m->u.data.len);
 		break;
 	case PROTO_SHUTDOWN:
@@ -506,6 +510,7 @@ size_t proto_format(const struct proto_msg *m, char *out, size_t cap)
 	case PROTO_STDIN:
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
+	case PROTO_TRUST:
 		tputs(&t, " data=");
 		tdata(&t, m->u.data);
 		break;

@@ -28,8 +28,10 @@
 #define PROTO_FEAT_TIMEOUT 0x8u
 #define PROTO_FEAT_TOOL 0x10u /* EXEC flag TOOL: the agent toolbox */
 #define PROTO_FEAT_MAIN 0x20u /* EXEC flag MAIN: the image's main process as the container's PID 1 */
+#define PROTO_FEAT_TRUST 0x40u /* TRUST: a CA certificate added to the container's trust store */
 #define PROTO_FEAT_ALL \
-	(PROTO_FEAT_EXEC | PROTO_FEAT_TTY | PROTO_FEAT_WINDOW | PROTO_FEAT_TIMEOUT | PROTO_FEAT_TOOL | PROTO_FEAT_MAIN)
+	(PROTO_FEAT_EXEC | PROTO_FEAT_TTY | PROTO_FEAT_WINDOW | PROTO_FEAT_TIMEOUT | PROTO_FEAT_TOOL | PROTO_FEAT_MAIN | \
+	 PROTO_FEAT_TRUST)
 
 /* EXEC flags. */
 #define PROTO_EXEC_TTY 0x1u
@@ -42,6 +44,7 @@ enum proto_type {
 	PROTO_PONG = 0x03,
 	PROTO_SHUTDOWN = 0x04,
 	PROTO_ERROR = 0x05,
+	PROTO_TRUST = 0x06, /* stream 0, host to agent: PEM certificates (the box's secrets CA) */
 	PROTO_EXEC = 0x10,
 	PROTO_STARTED = 0x11,
 	PROTO_STDIN = 0x12,
@@ -98,7 +101,7 @@ struct proto_msg {
 			uint32_t features;
 			struct proto_bytes version;
 		} hello;
-		struct proto_bytes data; /* PING PONG STDIN STDOUT STDERR */
+		struct proto_bytes data; /* PING PONG STDIN STDOUT STDERR TRUST */
 		struct {
 			struct proto_bytes message;
 		} error;

@@ -20,6 +20,7 @@ import time
 import traceback
 
 HELLO, PING, PONG, SHUTDOWN, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05
+TRUST = 0x06
 EXEC, STARTED, STDIN, STDOUT, STDERR, EXIT, SIGNAL, RESIZE, WINDOW = range(0x10, 0x19)
 NAMES = {HELLO: "HELLO", PING: "PING", PONG: "PONG", SHUTDOWN: "SHUTDOWN", ERROR: "ERROR", EXEC: "EXEC",
          STARTED: "STARTED", STDIN: "STDIN", STDOUT: "STDOUT", STDERR: "STDERR", EXIT: "EXIT",
@@ -193,7 +194,7 @@ def test(fn):
 def hello_first(h):
     p = h.first_hello
     major, minor, features = struct.unpack(">HHI", p[:8])
-    assert (major, minor, features) == (1, 0, 0x3F), (major, minor, features)
+    assert (major, minor, features) == (1, 0, 0x7F), (major, minor, features)
     assert p[12:] == b"0.1.0" and struct.unpack(">I", p[8:12])[0] == 5
 
 
@@ -204,6 +205,20 @@ def hello_and_ping(h):
     data = bytes(range(256)) * 10
     h.send(PING, 0, data)
     assert h.link_frame(PONG) == data
+
+
+@test
+def trust_accepted_on_stream0(h):
+    """TRUST (the box CA) is a stream-0 message: a PEM is taken, anything else is logged, never a
+    protocol error; on another stream it is one (bad_stream)."""
+    pem = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+    h.send(TRUST, 0, b"not a certificate")
+    h.send(TRUST, 0, pem)
+    h.send(PING, 0, b"after-trust")
+    assert h.link_frame(PONG) == b"after-trust"
+    assert not any(t == ERROR for t, _ in h.link), h.link
+    r = h.run(["true"])
+    assert r.exit["code"] == 0, r.exit
 
 
 @test

@@ -112,12 +112,24 @@ export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cm
         const rows = [];
         for (const info of infos.filter((i) => i.state.running)) {
           const m = await (await findBox(runtime, info.id)).metrics();
-          rows.push({ id: info.id, name: info.name ?? '', cpuPercent: m.cpuPercent, memoryBytes: m.memoryBytes, memoryMib: info.memoryMib });
+          rows.push({
+            id: info.id,
+            name: info.name ?? '',
+            cpuPercent: m.cpuPercent,
+            memoryBytes: m.memoryBytes,
+            memoryMib: info.memoryMib,
+            networkBytesSent: m.networkBytesSent,
+            networkBytesReceived: m.networkBytesReceived,
+          });
         }
         process.stdout.write(
           render(rows, o.format, (list) => {
-            const t = [['ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT']];
-            for (const r of list) t.push([r.id, r.name, r.cpuPercent === undefined ? '-' : `${r.cpuPercent}%`, `${mib(r.memoryBytes)} / ${r.memoryMib}MiB`]);
+            // NET I/O as docker stats has it: what the box received / what it sent.
+            const t = [['ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT', 'NET I/O']];
+            for (const r of list) {
+              const io = r.networkBytesSent === undefined ? '-' : `${mib(r.networkBytesReceived)} / ${mib(r.networkBytesSent)}`;
+              t.push([r.id, r.name, r.cpuPercent === undefined ? '-' : `${r.cpuPercent}%`, `${mib(r.memoryBytes)} / ${r.memoryMib}MiB`, io]);
+            }
             return table(t);
           }),
         );

@@ -16,9 +16,11 @@ import {
 } from '../index.js';
 import { attach } from './attach.js';
 import { parsePublishFlag } from './ports.js';
+import { secretsFromFlags } from './secrets.js';
 import { registerBoxCommands } from './boxes.js';
 import { registerCpCommand } from './cp.js';
 import { registerImageCommands } from './images.js';
+import { registerNetworkCommands } from './network.js';
 
 
 interface GlobalOpts {
@@ -257,6 +259,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
   registerBoxCommands(program, act, runtimeFrom);
   registerCpCommand(program, act, runtimeFrom);
   registerImageCommands(program, act, runtimeFrom);
+  registerNetworkCommands(program, act, runtimeFrom);
   return program;
 }
 
@@ -273,7 +276,11 @@ function addBoxOptionFlags(cmd: Command): Command {
     .option('--disk-size <gb>', 'root disk size in GB (the file system grows to fill it)', intOption('disk-size'))
     .option('-v, --volume <HOST:GUEST[:ro]>', 'share a host directory into the box (repeatable; ro: read-only)', collect)
     .addOption(new Option('--network <mode>', 'network mode').choices(['enabled', 'none']).default('enabled'))
-    .option('-p, --publish <[HOST:]GUEST[/tcp|udp]>', 'publish a guest port on host 127.0.0.1 (repeatable; HOST 0 or absent: any free port)', collect);
+    .option('-p, --publish <[HOST:]GUEST[/tcp|udp]>', 'publish a guest port on host 127.0.0.1 (repeatable; HOST 0 or absent: any free port)', collect)
+    .option('--allow-net <PATTERN[,PATTERN]>', 'only let the box reach these hosts: name, *.wildcard, IPv4 or CIDR (repeatable; default: everything)', collect)
+    .option('--secret <NAME[=VALUE]@HOST[,HOST]>', 'substitute a secret into HTTPS to HOST; the box sees only $BOXLITE_SECRET_NAME (without =VALUE: from $NAME; repeatable)', collect)
+    .option('--secret-env <NAME=VAR@HOST[,HOST]>', 'a secret whose value is environment variable VAR (repeatable)', collect)
+    .option('--secret-file <NAME=PATH@HOST[,HOST]>', 'a secret whose value is the contents of PATH (repeatable)', collect);
 }
 
 function boxOptionsFrom(o: Record<string, any>, image: string | undefined): BoxOptions {
@@ -288,9 +295,20 @@ function boxOptionsFrom(o: Record<string, any>, image: string | undefined): BoxO
     workingDir: o.workdir,
     user: o.user,
     volumes: (o.volume ?? []).map(parseVolumeFlag),
-    network: { outbound: { mode: o.network === 'none' ? 'disabled' : 'enabled' } },
+    network: { outbound: { mode: o.network === 'none' ? 'disabled' : 'enabled', ...allowNetFrom(o.allowNet) } },
     ports: (o.publish ?? []).map(parsePublishFlag),
+    ...secretsOption(secretsFromFlags(o)),
   };
+}
+
+function secretsOption(secrets: ReturnType<typeof secretsFromFlags>): { secrets?: ReturnType<typeof secretsFromFlags> } {
+  return secrets.length ? { secrets } : {};
+}
+
+/** `--allow-net a,b --allow-net c` → allowNet [a, b, c] (a comma is never part of a pattern); validated by normalizeBoxOptions. */
+function allowNetFrom(flags: string[] | undefined): { allowNet?: string[] } {
+  const list = (flags ?? []).flatMap((f) => f.split(',')).map((p) => p.trim());
+  return list.length ? { allowNet: list } : {};
 }
 
 /** Commands whose exit code is the box command's own, so BoxLite's failures need docker's 125/126/127. */

@@ -18,6 +18,8 @@ export const Feature = {
   TOOL: 0x10,
   /** EXEC flag MAIN: the image's main process as the container's PID 1. */
   MAIN: 0x20,
+  /** TRUST: a CA certificate the agent adds to the container's trust store (secrets). */
+  TRUST: 0x40,
 } as const;
 
 export const MsgType = {
@@ -26,6 +28,8 @@ export const MsgType = {
   PONG: 0x03,
   SHUTDOWN: 0x04,
   ERROR: 0x05,
+  /** Stream 0, host to agent: PEM CA certificates for the container's trust store. */
+  TRUST: 0x06,
   EXEC: 0x10,
   STARTED: 0x11,
   STDIN: 0x12,
@@ -59,7 +63,7 @@ export type Message =
       env: string[];
     }
   | { type: 'STARTED'; stream: number; pid: number }
-  | { type: 'STDIN' | 'STDOUT' | 'STDERR'; stream: number; data: Buffer }
+  | { type: 'STDIN' | 'STDOUT' | 'STDERR' | 'TRUST'; stream: number; data: Buffer }
   | { type: 'EXIT'; stream: number; code: number; signal: number; reason: number; message: string }
   | { type: 'SIGNAL'; stream: number; signo: number }
   | { type: 'RESIZE'; stream: number; rows: number; cols: number }
@@ -89,7 +93,7 @@ export class ProtocolDecodeError extends Error {
   }
 }
 
-const LINK_TYPES = new Set<MessageName>(['HELLO', 'PING', 'PONG', 'SHUTDOWN']);
+const LINK_TYPES = new Set<MessageName>(['HELLO', 'PING', 'PONG', 'SHUTDOWN', 'TRUST']);
 
 class Writer {
   private parts: Buffer[] = [];
@@ -199,6 +203,7 @@ function encodePayload(m: Message): Buffer {
     case 'STDIN':
     case 'STDOUT':
     case 'STDERR':
+    case 'TRUST':
     case 'CONTROL':
     case 'REPLY':
       return w.data(m.data).done();
@@ -254,6 +259,7 @@ function decodePayload(name: MessageName, stream: number, payload: Buffer): Mess
     case 'STDIN':
     case 'STDOUT':
     case 'STDERR':
+    case 'TRUST':
     case 'CONTROL':
     case 'REPLY':
       m = { type: name, stream, data: r.rest() };
@@ -388,6 +394,7 @@ export function canonical(m: Message): string {
     case 'STDIN':
     case 'STDOUT':
     case 'STDERR':
+    case 'TRUST':
     case 'CONTROL':
     case 'REPLY':
       return `${head} data=${m.data.toString('hex')}`;

@@ -10,7 +10,7 @@ export const EXEC_FLAG_TOOL = 0x2;
 export const EXEC_FLAG_MAIN = 0x4;
 
 /** Every feature this host implements; sent in the host's own HELLO. */
-export const HOST_FEATURES = Feature.EXEC | Feature.TTY | Feature.WINDOW | Feature.TIMEOUT | Feature.TOOL | Feature.MAIN;
+export const HOST_FEATURES = Feature.EXEC | Feature.TTY | Feature.WINDOW | Feature.TIMEOUT | Feature.TOOL | Feature.MAIN | Feature.TRUST;
 /** The version string of the host's own HELLO (shim to agent, client to shim). */
 export const HOST_VERSION = '0.1.0';
 
@@ -21,6 +21,7 @@ const FEATURE_NAMES: ReadonlyArray<[number, string]> = [
   [Feature.TIMEOUT, 'TIMEOUT (0x8, execution timeouts)'],
   [Feature.TOOL, 'TOOL (0x10, the agent toolbox used by copyIn/copyOut)'],
   [Feature.MAIN, 'MAIN (0x20, the image\'s main process as the container init)'],
+  [Feature.TRUST, 'TRUST (0x40, the box CA in the container\'s trust store, for secrets)'],
 ];
 
 /**

@@ -1,12 +1,14 @@
 import fs from 'node:fs';
 import {
   BoxliteError,
+  ConfigError,
   ExecutionError,
   InvalidArgumentError,
   InvalidStateError,
   PortalError,
   StoppedError,
   toBoxliteError,
+  UnsupportedError,
 } from '../errors/index.js';
 import type { Message } from '../protocol/codec.js';
 import { launchShim, ShimClient, type LaunchedShim } from '../shim/client.js';
@@ -20,12 +22,16 @@ import type { RuntimeContext } from './context.js';
 import { cachedHostTscKhz, type AccelKind } from '../vmm/accel.js';
 import type { GuestAssets } from '../vmm/assets.js';
 import type { VmPlan } from '../vmm/plan.js';
+import { GUEST_NET, STREAM_LINK } from '../vmm/qemu.js';
+import type { NetConfig, NetTestSeam, SecretSpec } from '../net/types.js';
 import { guestPolicy } from './capabilities.js';
 import type { BoxPaths } from '../store/home.js';
 import type { BoxImage } from './image.js';
 import { defaultCommand, execEnvironment } from './image.js';
+import { readSecretValues, secretEnvironment } from './secrets.js';
 import { copyIn, copyOut, type CopyOptions } from './copy.js';
-import { notImplemented, unsupportedBoxNetwork, unsupportedSnapshots, type BoxNetworkHandle, type CloneOptions, type ExportOptions, type SnapshotHandle } from './handles.js';
+import { BoxNetwork } from '../sdk/network.js';
+import { notImplemented, unsupportedSnapshots, type BoxNetworkHandle, type CloneOptions, type ExportOptions, type SnapshotHandle } from './handles.js';
 
 export type BoxRecordT = BoxRecord<NormalizedBoxOptions, BoxImage>;
 
@@ -80,7 +86,15 @@ export function vmPlan(
   assets: Pick<GuestAssets, 'kernelPath' | 'initrdPath'>,
   accel: AccelKind,
   mainProcess = false,
+  /** The box's own stack on this socket (the runtime's choice); absent: QEMU's slirp. */
+  stream?: { socketPath: string },
 ): VmPlan {
+  const ports = (options.ports ?? []).map((p) => ({
+    protocol: p.protocol,
+    hostAddress: p.hostIp,
+    hostPort: p.hostPort,
+    guestPort: p.guestPort,
+  }));
   return {
     accel,
     resources: { cpus: options.cpus, memoryMib: options.memoryMib },
@@ -94,15 +108,9 @@ export function vmPlan(
     nics:
       options.network === 'enabled'
         ? [
-            {
-              kind: 'user',
-              ports: (options.ports ?? []).map((p) => ({
-                protocol: p.protocol,
-                hostAddress: p.hostIp,
-                hostPort: p.hostPort,
-                guestPort: p.guestPort,
-              })),
-            },
+            stream
+              ? { kind: 'stream', socketPath: stream.socketPath, mac: STREAM_LINK.guestMac, mtu: STREAM_LINK.mtu, ports }
+              : { kind: 'user', ports },
           ]
         : [],
     console: { logPath: paths.consoleLog },
@@ -111,7 +119,80 @@ export function vmPlan(
     ...(options.seccomp ? { seccomp: true } : {}),
     ...(options.jail ? { jail: true } : {}),
     ...(mainProcess ? { mainProcess: true } : {}),
+    // Secrets: the box CA comes over the agent link (TRUST) and the container waits for it.
+    ...(stream && options.secrets?.length ? { trust: true } : {}),
   };
+}
+
+/**
+ * Which NIC boxes get: the box's own stack (default), or QEMU's slirp with BOXLITE_NET=slirp,
+ * kept only so the benchmark can compare the two in one run.
+ */
+export function netBackend(env: NodeJS.ProcessEnv = process.env): 'stack' | 'slirp' {
+  const v = env.BOXLITE_NET;
+  if (!v || v === 'stack') return 'stack';
+  if (v === 'slirp') return 'slirp';
+  throw new ConfigError(`BOXLITE_NET=${v}: expected "stack" (default) or "slirp"`);
+}
+
+/**
+ * The network part of a box's ShimConfig, from its normalized options: the fixed link
+ * addressing (GUEST_NET), its sockets, allowNet, secrets and published ports, and the internal
+ * test seam named by BOXLITE_INTERNAL_NET_SEAM (tests only). Undefined without a network.
+ */
+export function netConfig(
+  options: NormalizedBoxOptions,
+  paths: Pick<BoxPaths, 'netSocket' | 'tunnelSocket'>,
+  secrets: SecretSpec[],
+  env: NodeJS.ProcessEnv = process.env,
+): NetConfig | undefined {
+  // Parts B (allowNet) and C (secrets) add these to the normalized options.
+  const allowNet = (options as { allowNet?: string[] }).allowNet ?? [];
+  if (options.network !== 'enabled') return undefined;
+  if (netBackend(env) === 'slirp') {
+    if (allowNet.length || secrets.length) {
+      throw new ConfigError(
+        `network.allowNet and secrets need the box's own network stack; BOXLITE_NET=slirp (QEMU's slirp, for benchmarks) cannot enforce them`,
+      );
+    }
+    return undefined;
+  }
+  const seam = readNetSeam(env);
+  return {
+    link: {
+      guestIp: GUEST_NET.ip.split('/')[0]!,
+      gatewayIp: GUEST_NET.gateway,
+      hostAliasIp: GUEST_NET.hostAlias,
+      prefixLength: Number(GUEST_NET.ip.split('/')[1]),
+      guestMac: STREAM_LINK.guestMac,
+      gatewayMac: STREAM_LINK.gatewayMac,
+      mtu: STREAM_LINK.mtu,
+    },
+    socketPath: paths.netSocket,
+    tunnelSocketPath: paths.tunnelSocket,
+    allowNet: [...allowNet],
+    secrets,
+    ports: (options.ports ?? []).map((p) => ({ hostIp: p.hostIp ?? '', hostPort: p.hostPort, guestPort: p.guestPort, protocol: p.protocol })),
+    ...(seam ? { testSeam: seam } : {}),
+  };
+}
+
+/** @internal The test seam (NetTestSeam JSON) named by BOXLITE_INTERNAL_NET_SEAM; tests only, never public API. */
+function readNetSeam(env: NodeJS.ProcessEnv): NetTestSeam | undefined {
+  const file = env.BOXLITE_INTERNAL_NET_SEAM;
+  if (!file) return undefined;
+  let seam: unknown;
+  try {
+    seam = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`BOXLITE_INTERNAL_NET_SEAM=${file}: ${(err as Error).message}`);
+  }
+  const isMap = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const s = seam as NetTestSeam;
+  if (!isMap(s) || !isMap(s.names) || !isMap(s.dial) || (s.upstreamCa !== undefined && !Array.isArray(s.upstreamCa))) {
+    throw new ConfigError(`BOXLITE_INTERNAL_NET_SEAM=${file}: expected {names: {...}, dial: {...}, upstreamCa?: [...]}`);
+  }
+  return { names: s.names, dial: s.dial, ...(s.upstreamCa ? { upstreamCa: s.upstreamCa } : {}) };
 }
 
 /** How a boot is asked for: by start()/attach() (explicit), held for an attach, with a TTY. */
@@ -131,6 +212,14 @@ export interface BoxMetrics {
   guestBootDurationMs?: number;
   cpuPercent?: number;
   memoryBytes?: number;
+  /** Payload bytes the box's guest flows sent out (guest → host and upstream), from its network stack. */
+  networkBytesSent?: number;
+  /** Payload bytes that came back to the guest. */
+  networkBytesReceived?: number;
+  /** Guest TCP connections established upstream. */
+  networkTcpConnections?: number;
+  /** Guest TCP connections refused, timed out, reset or blocked by the policy. */
+  networkTcpErrors?: number;
   stageFilesystemSetupMs?: number;
   stageImagePrepareMs?: number;
   stageGuestRootfsMs?: number;
@@ -168,10 +257,11 @@ export function boxInfo(
     cpus: record.options.cpus,
     memoryMib: record.options.memoryMib,
     network: {
-      outbound: { mode, allowNet: [] },
+      // The policy as normalized at create() (configs older than allowNet have none: []).
+      outbound: { mode, allowNet: [...(record.options.allowNet ?? [])] },
       inbound: { mode: 'disabled', allowNet: [] },
       mode,
-      allowNet: [],
+      allowNet: [...(record.options.allowNet ?? [])],
       publishedPorts: publishedPortsOf(record, status, livePorts),
     },
     autoStop: 0,
@@ -190,6 +280,12 @@ export interface BoxInspection extends BoxInfo {
   /** The main process (the container's init): its command, and how its last run ended. Null for an exec-only box. */
   mainProcess: { command: string[]; exit: ExitRecord | null } | null;
   paths: { dir: string; consoleLog: string; mainLog: string };
+  /**
+   * The box network's counters (bytes, TCP connections and errors, blocked flows, DNS queries
+   * and NXDOMAINs, dropped frames) and live state (flows, blocked by reason, pinned names), while
+   * it runs on its own stack; absent otherwise.
+   */
+  networkStats?: { counters: Record<string, number>; snapshot: unknown };
 }
 
 export interface LogOptions {
@@ -246,8 +342,16 @@ export class Box {
 
   /** `box.snapshot` (issue 11): every call rejects with Unsupported until then. */
   readonly snapshot: SnapshotHandle = unsupportedSnapshots;
-  /** `box.network` (tunnels, issue 9): every call rejects with Unsupported until then. */
-  readonly network: BoxNetworkHandle = unsupportedBoxNetwork;
+  /** `box.network`: tunnels to ports in the box, over its network worker's tunnel socket (boots the box if needed). */
+  readonly network: BoxNetworkHandle = new BoxNetwork(async () => {
+    this.assertUsable();
+    if (this.record.options.network !== 'enabled') {
+      throw new InvalidStateError(`box ${this.id} has no network (network.outbound.mode is disabled): nothing to tunnel to`);
+    }
+    if (netBackend() === 'slirp') throw new UnsupportedError('tunnels need the box\'s own network stack; BOXLITE_NET=slirp has none');
+    await this.connect();
+    return boxPaths(this.ctx.store.dir(this.id)).tunnelSocket;
+  });
 
   /** Clones this box (issue 11): rejects with Unsupported until then. */
   cloneBox(_options?: CloneOptions | null, _name?: string | null): Promise<Box> {
@@ -271,6 +375,20 @@ export class Box {
   /** How the main process's last run ended (exit.json, written by the shim), if it has. */
   private lastExit(): ExitRecord | undefined {
     return readJson<ExitRecord>(boxPaths(this.ctx.store.dir(this.id)).exitFile) ?? undefined;
+  }
+
+  /** The running box's network counters and state, for inspect(); nothing when it has no stack of its own. */
+  private async networkStats(): Promise<{ networkStats?: BoxInspection['networkStats'] }> {
+    if (this.record.options.network !== 'enabled' || !this.ctx.store.liveShim(this.id)?.qemuPid) return {};
+    const client = await ShimClient.connect(boxPaths(this.ctx.store.dir(this.id)).controlSocket).catch(() => undefined);
+    if (!client) return {};
+    try {
+      return { networkStats: await client.request('network') };
+    } catch {
+      return {};
+    } finally {
+      client.close();
+    }
   }
 
   /** The main process's argv: the image's Entrypoint + Cmd after the box's overrides; [] = an exec-only box. */
@@ -343,6 +461,7 @@ export class Box {
       imageConfig: this.record.image.config,
       mainProcess: this.mainCommand().length ? { command: this.mainCommand(), exit: this.lastExit() ?? null } : null,
       paths: { dir: paths.dir, consoleLog: paths.consoleLog, mainLog: paths.mainLog },
+      ...(await this.networkStats()),
     };
   }
 
@@ -490,17 +609,19 @@ export class Box {
     const main: MainSpec | undefined = argv.length
       ? {
           argv,
-          env: execEnvironment(image.Env, options.env, []),
+          env: execEnvironment(image.Env, [...options.env, ...secretEnvironment(options.secrets)], []),
           user: options.user ?? image.User ?? '',
           cwd: options.workingDir ?? (image.WorkingDir || '/'),
           tty: Boolean(boot.tty),
           hold: Boolean(boot.hold),
         }
       : undefined;
+    const net = netConfig(options, paths, this.secretSpecs());
     const config: ShimConfig = {
       boxId: this.id,
       boxDir: this.ctx.store.dir(this.id),
-      plan: vmPlan(options, paths, assets, accel.kind, Boolean(main)),
+      plan: vmPlan(options, paths, assets, accel.kind, Boolean(main), net ? { socketPath: net.socketPath } : undefined),
+      ...(net ? { net } : {}),
       accelReason: accel.reason,
       agentTimeoutMs: this.ctx.agentTimeoutMs(accel.kind),
       stopTimeoutMs: 10_000,
@@ -546,6 +667,14 @@ export class Box {
       this.ctx.onBoxFailed();
       throw toBoxliteError(err, 'Engine');
     }
+  }
+
+  /**
+   * The box's secrets with their values, for its network stack (part C keeps the values out of
+   * config.json and the database; this is where the boot gets them back).
+   */
+  private secretSpecs(): SecretSpec[] {
+    return readSecretValues(this.ctx.store.dir(this.id), this.id, this.record.options.secrets);
   }
 
   private async attachWhenReady(timeoutMs: number): Promise<ShimClient> {
@@ -641,7 +770,7 @@ export class Box {
           user: user ?? options.user ?? image.User ?? '',
           cwd: workingDir ?? options.workingDir ?? (image.WorkingDir || '/'),
           argv: [command, ...(args ?? [])],
-          env: execEnvironment(image.Env, options.env, env ?? []),
+          env: execEnvironment(image.Env, [...options.env, ...secretEnvironment(options.secrets)], env ?? []),
         },
         {
           onMessage: (m) => {
@@ -769,8 +898,18 @@ export class Box {
    */
   async metrics(): Promise<BoxMetrics> {
     this.assertUsable();
-    await this.connect();
+    const client = await this.connect();
     const out: BoxMetrics = { ...this.metricsState };
+    if (this.record.options.network === 'enabled') {
+      // Undefined (as before) when the box runs on slirp, which counts nothing.
+      const net = await client.request('network').catch(() => undefined);
+      if (net) {
+        out.networkBytesSent = net.counters.bytesSent;
+        out.networkBytesReceived = net.counters.bytesReceived;
+        out.networkTcpConnections = net.counters.tcpConnections;
+        out.networkTcpErrors = net.counters.tcpErrors;
+      }
+    }
     const shim = this.ctx.store.liveShim(this.id);
     if (shim?.qemuPid) {
       const before = cpuTicks(shim.qemuPid);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError, UnsupportedError } from '../errors/index.js';
 import { normalizeCapabilities } from './capabilities.js';
+import { parseAllowNet } from '../net/policy.js';
 
 export const DEFAULT_CPUS = 1;
 export const DEFAULT_MEMORY_MIB = 512;
@@ -78,6 +79,101 @@ export interface Secret {
   value: string;
   hosts?: string[];
   placeholder?: string;
+}
+
+/** A secret as the box's records keep it: everything but the value. */
+export interface NormalizedSecret {
+  name: string;
+  /** Host patterns (exact or `*.wildcard`, canonical) whose HTTPS carries the substitution. */
+  hosts: string[];
+  /** What the guest sees instead of the value (`BOXLITE_SECRET_<name>` holds it). */
+  placeholder: string;
+}
+
+/** The placeholder a secret gets when it names none. */
+export function defaultPlaceholder(name: string): string {
+  return `<BOXLITE_SECRET:${name}>`;
+}
+
+export const MAX_SECRETS = 64;
+/** Values travel in HTTP headers; beyond this they are not an API key. */
+export const MAX_SECRET_VALUE_BYTES = 16 * 1024;
+/** Every occurrence of a placeholder in requests to the hosts is replaced: a short one would hit ordinary text. */
+export const MIN_PLACEHOLDER_LENGTH = 8;
+
+/**
+ * Values and placeholders are substituted into HTTP header values both ways (placeholder → value
+ * in requests, value → placeholder in responses): anything but printable ASCII could split a
+ * header (CR/LF), be refused by node:http mid-response (non-latin1 → ERR_INVALID_CHAR) or change
+ * bytes on the way (UTF-8 vs latin1), so only 0x20-0x7e is accepted. Never quotes the text.
+ */
+export function checkSecretText(text: string, field: string): void {
+  if (!/^[\x20-\x7e]*$/.test(text)) {
+    throw new ConfigError(`${field} must be printable ASCII (0x20-0x7e): it is substituted into HTTP headers`);
+  }
+}
+
+/**
+ * Validates `secrets` and returns them WITH their values (for the box's network stack and the
+ * 0600 secrets file only; the normalized options keep them without). Every problem is a
+ * ConfigError naming the field, raised before anything starts; no message carries a value.
+ */
+export function normalizeSecrets(raw: unknown, network: 'enabled' | 'disabled' = 'enabled'): Array<NormalizedSecret & { value: string }> {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw new ConfigError('secrets must be an array of { name, value, hosts, placeholder? }');
+  if (raw.length > MAX_SECRETS) throw new ConfigError(`secrets must have at most ${MAX_SECRETS} entries, got ${raw.length}`);
+  if (raw.length && network === 'disabled') {
+    throw new ConfigError('secrets cannot be used when the network is disabled: they are substituted into outbound HTTPS');
+  }
+  const out: Array<NormalizedSecret & { value: string }> = [];
+  for (const [i, s] of raw.entries()) {
+    const f = `secrets[${i}]`;
+    if (!s || typeof s !== 'object' || Array.isArray(s)) throw new ConfigError(`${f} must be an object { name, value, hosts, placeholder? }`);
+    const { name, value, hosts, placeholder } = s as Record<string, unknown>;
+    const extra = Object.keys(s).filter((k) => !['name', 'value', 'hosts', 'placeholder'].includes(k));
+    if (extra.length) throw new ConfigError(`${f} has no field${extra.length > 1 ? 's' : ''} ${extra.map((k) => JSON.stringify(k)).join(', ')}`);
+    if (typeof name !== 'string' || name.length === 0) throw new ConfigError(`${f}.name is required (a non-empty string)`);
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,127}$/.test(name)) {
+      throw new ConfigError(`${f}.name must be letters, digits and '_' not starting with a digit (it names the variable BOXLITE_SECRET_<name>), got ${JSON.stringify(name)}`);
+    }
+    const first = out.findIndex((o) => o.name === name);
+    if (first >= 0) throw new ConfigError(`${f}.name ${JSON.stringify(name)} is already used by secrets[${first}]`);
+    // The value is never quoted back: error messages reach logs and terminals.
+    if (typeof value !== 'string' || value.length === 0) throw new ConfigError(`${f}.value is required (a non-empty string)`);
+    checkSecretText(value, `${f}.value`);
+    if (Buffer.byteLength(value) > MAX_SECRET_VALUE_BYTES) throw new ConfigError(`${f}.value must be at most ${MAX_SECRET_VALUE_BYTES} bytes`);
+    if (hosts === undefined || (Array.isArray(hosts) && hosts.length === 0)) {
+      throw new ConfigError(`${f}.hosts must list at least one host: the HTTPS hosts the value may be sent to (e.g. ["api.openai.com"])`);
+    }
+    const patterns = parseAllowNet(hosts, `${f}.hosts`);
+    for (const [j, h] of patterns.entries()) {
+      if (/^[\d.]+(\/\d+)?$/.test(h)) {
+        throw new ConfigError(`${f}.hosts[${j}] must be a host name or *.wildcard (TLS names the server; an IP or CIDR never matches), got ${JSON.stringify(h)}`);
+      }
+    }
+    let ph = defaultPlaceholder(name);
+    if (placeholder !== undefined) {
+      if (typeof placeholder !== 'string') throw new ConfigError(`${f}.placeholder must be a string`);
+      if (placeholder.length < MIN_PLACEHOLDER_LENGTH) {
+        throw new ConfigError(`${f}.placeholder must be at least ${MIN_PLACEHOLDER_LENGTH} characters (every occurrence in requests to its hosts is replaced), got ${JSON.stringify(placeholder)}`);
+      }
+      checkSecretText(placeholder, `${f}.placeholder`);
+      ph = placeholder;
+    }
+    if (ph === value) throw new ConfigError(`${f}.placeholder must differ from the value`);
+    out.push({ name, value, hosts: patterns, placeholder: ph });
+  }
+  // A placeholder inside another would make what is substituted depend on which one matched first.
+  for (const [i, a] of out.entries()) {
+    for (const [j, b] of out.entries()) {
+      if (i === j) continue;
+      if (a.placeholder === b.placeholder) throw new ConfigError(`secrets[${Math.max(i, j)}].placeholder is the same as secrets[${Math.min(i, j)}].placeholder`);
+      if (b.placeholder.includes(a.placeholder)) {
+        throw new ConfigError(`secrets[${i}].placeholder is a substring of secrets[${j}].placeholder; each placeholder must not contain another`);
+      }
+    }
+  }
+  return out;
 }
 
 /** `SecurityOptions` / `JsSecurityOptions` of the reference. */
@@ -159,6 +255,16 @@ export interface NormalizedBoxOptions {
   workingDir?: string;
   env: Array<[string, string]>;
   network: 'enabled' | 'disabled';
+  /**
+   * Outbound allowlist in canonical form (src/net/policy.ts): exact names, `*.wildcards`, IPv4,
+   * CIDRs; [] = everything allowed. Configs written before the allowlist existed lack it: [].
+   */
+  allowNet: string[];
+  /**
+   * The secrets WITHOUT their values (config.json, the database, info() and inspect show these);
+   * the values live only in boxes/<id>/secrets.json (0600, src/runtime/secrets.ts). Absent: none.
+   */
+  secrets?: NormalizedSecret[];
   /** Absent in configs written before volumes existed: read as []. */
   volumes?: NormalizedVolume[];
   /** Absent in configs written before port forwarding existed: read as []. */
@@ -243,18 +349,8 @@ function schema(hostCpus: number) {
       env: z.array(z.object({ key: envName, value: z.string().refine((v) => !v.includes('\0'), 'must not contain NUL') })).optional(),
       volumes: z.array(z.record(z.unknown())).max(MAX_VOLUMES, `must have at most ${MAX_VOLUMES} entries`).optional(),
       ports: z.array(portSpec).optional(),
-      secrets: z
-        .array(
-          z
-            .object({
-              name: z.string().min(1, 'must be a non-empty name'),
-              value: z.string(),
-              hosts: z.array(z.string()).optional(),
-              placeholder: z.string().optional(),
-            })
-            .strict(),
-        )
-        .optional(),
+      // Checked by normalizeSecrets: its messages name the field but never quote a value.
+      secrets: z.array(z.unknown()).optional(),
       network: z
         .object({
           mode: mode.optional(),
@@ -343,6 +439,8 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
   if (ports.length && network === 'disabled') {
     throw new ConfigError('ports cannot be published when the network is disabled');
   }
+  const allowNet = normalizeAllowNet(o.network, network);
+  const secrets = normalizeSecrets(o.secrets, network).map(({ name, hosts, placeholder }) => ({ name, hosts, placeholder }));
   const seen = new Map<string, number>();
   for (const [i, p] of ports.entries()) {
     if (p.hostPort === 0) continue;
@@ -362,6 +460,8 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
     workingDir: o.workingDir,
     env: (o.env ?? []).map((e) => [e.key, e.value]),
     network,
+    allowNet,
+    ...(secrets.length ? { secrets } : {}),
     volumes,
     ports,
     autoRemove: autoRemoves(o),
@@ -387,15 +487,12 @@ function autoRemoves(o: { autoRemove?: boolean; autoDelete?: number }): boolean 
  * Options whose feature a later version delivers: refused with a coded Unsupported error
  * instead of being accepted and silently ignored. Default values (0, false, []) are accepted.
  */
-function rejectUnimplemented(o: Omit<BoxOptions, 'volumes'> & { volumes?: unknown[] }): void {
+function rejectUnimplemented(o: Omit<BoxOptions, 'volumes' | 'secrets'> & { volumes?: unknown[] }): void {
   const notYet = (what: string, hint?: string) => new UnsupportedError(`${what} not implemented yet${hint ? `; ${hint}` : ''}`);
   if (o.autoStop) throw notYet(`autoStop (stopping an idle box after ${o.autoStop} s)`);
   if (o.autoDelete) throw notYet(`autoDelete after a delay (${o.autoDelete} s)`, 'autoRemove: true removes the box when it stops');
   if (o.healthCheck) throw notYet('healthCheck');
-  if (o.secrets?.length) throw notYet('secrets (host-side HTTPS secret substitution)');
   const net = o.network;
-  if (net?.allowNet?.length || net?.outbound?.allowNet?.length) throw notYet('network allowNet (outbound allowlist)');
-  if (net?.inbound?.allowNet?.length) throw notYet('network.inbound.allowNet');
   if (net?.inbound?.mode === 'enabled') throw notYet('network.inbound.mode "enabled" (publicly reachable box)');
   for (const [i, v] of (o.volumes ?? []).entries()) {
     if (v && typeof v === 'object' && 'managedVolume' in v) throw notYet(`volumes[${i}].managedVolume (managed volumes)`);
@@ -404,6 +501,24 @@ function rejectUnimplemented(o: Omit<BoxOptions, 'volumes'> & { volumes?: unknow
   if (sec) {
     if (sec.closeFds === false) throw notYet('security.closeFds: false');
   }
+}
+
+/**
+ * The outbound allowlist from the legacy `network.allowNet` or `network.outbound.allowNet` (the
+ * schema refuses both at once). Inbound filtering has no meaning for a box that is never
+ * publicly reachable: a non-empty `network.inbound.allowNet` is a ConfigError, not ignored.
+ */
+function normalizeAllowNet(net: NetworkSpec | undefined, network: 'enabled' | 'disabled'): string[] {
+  if (net?.inbound?.allowNet?.length) {
+    throw new ConfigError('network.inbound.allowNet is not supported: boxes are never publicly reachable (inbound is always "disabled"); publish ports instead');
+  }
+  const field = net?.outbound ? 'network.outbound.allowNet' : 'network.allowNet';
+  const raw = net?.outbound ? net.outbound.allowNet : net?.allowNet;
+  const allowNet = parseAllowNet(raw, field);
+  if (allowNet.length && network === 'disabled') {
+    throw new ConfigError(`${field} cannot be used when the network is disabled (${net?.outbound ? 'network.outbound.mode' : 'network.mode'} is "disabled")`);
+  }
+  return allowNet;
 }
 
 function normalizeVolumes(specs: Array<Record<string, unknown>>): NormalizedVolume[] {

@@ -14,7 +14,8 @@ import type { RuntimeContext, RuntimeMetrics } from './context.js';
 import type { BoxImage } from './image.js';
 import { notImplemented, unsupportedVolumes, type VolumeHandle } from './handles.js';
 import { Images } from './images.js';
-import { normalizeBoxOptions, type BoxOptions } from './options.js';
+import { normalizeBoxOptions, normalizeSecrets, type BoxOptions } from './options.js';
+import { writeSecretValues } from './secrets.js';
 
 /** `JsOptions` of @boxlite-ai/boxlite. */
 export interface RuntimeOptions {
@@ -175,6 +176,8 @@ export class JsBoxlite {
     };
     this.store.create(record);
     try {
+      // The values stay out of the record (config.json, the database): their own 0600 file.
+      writeSecretValues(this.store.dir(record.id), normalizeSecrets(options.secrets, normalized.network));
       await createOverlay(image.rootfsBase, boxPaths(this.store.dir(record.id)).disk, normalized.diskSizeGb);
     } catch (err) {
       this.store.remove(record.id);

@@ -2,7 +2,7 @@
 // getJsBoxlite(). Ours is TypeScript all the way down, so the "native module" is a plain object
 // with the same members, backed by the same classes the package exports.
 import { JsBoxlite } from '../runtime/runtime.js';
-import { notImplemented, type BoxConnection, type BoxTunnelHandle, type SocketAddress, type TunnelForwarderHandle } from '../runtime/handles.js';
+import { JsBoxTunnel } from './network.js';
 import { ApiKeyCredential, type Credential } from './credential.js';
 
 /** The reference's positional twin of BoxliteRestOptions (`new JsBoxliteRestOptions(url, credential, prefix)`). */
@@ -14,20 +14,8 @@ export class JsBoxliteRestOptions {
   ) {}
 }
 
-/** The tunnel class of the module (tunnels: issue 9); its calls reject with Unsupported until then. */
-export class JsBoxTunnel implements BoxTunnelHandle {
-  uri(): string | null {
-    return null;
-  }
-
-  connect(): Promise<BoxConnection> {
-    return notImplemented('tunnels (BoxTunnel.connect)');
-  }
-
-  forward(_listen: SocketAddress): Promise<TunnelForwarderHandle> {
-    return notImplemented('tunnels (BoxTunnel.forward)');
-  }
-}
+/** The tunnel class of the module: what `box.network.tunnel(port)` returns (./network.ts). */
+export { JsBoxTunnel };
 
 export interface NativeModule {
   JsBoxlite: typeof JsBoxlite;

@@ -1,11 +1,14 @@
 import { InvalidStateError } from '../errors/index.js';
 import type { Box, BoxInfo, BoxMetrics } from '../runtime/box.js';
-import type { BoxConnection, BoxTunnelHandle, SocketAddress, TunnelForwarderHandle } from '../runtime/handles.js';
+import { BoxTunnel, NetworkHandle, TunnelForwarder } from './network.js';
 import type { AdvancedBoxOptions, BoxOptions, ManagedVolumeSpec, NetworkSpec, Secret, SecurityOptions, VolumeSpec } from '../runtime/options.js';
 import type { CopyOptions } from '../runtime/copy.js';
 import { JsBoxlite } from '../runtime/runtime.js';
 
 export type { SocketAddress } from '../runtime/handles.js';
+// The network classes live in ./network.ts (with the tunnel itself); exported here too, as the
+// reference's simplebox module has them.
+export { BoxTunnel, NetworkHandle, TunnelForwarder };
 
 /** Result of SimpleBox.exec: the whole output, collected. */
 export interface ExecResult {
@@ -44,57 +47,6 @@ export interface SimpleBoxOptions {
   user?: string;
   advanced?: AdvancedBoxOptions;
   security?: SecurityOptions;
-}
-
-/** Box-scoped network operations of a SimpleBox (`box.network`). */
-export class NetworkHandle {
-  /** @internal */
-  constructor(private readonly ensureBox: () => Promise<Box>) {}
-
-  /** A one-shot tunnel to a port inside the box (tunnels: issue 9, Unsupported until then). */
-  async tunnel(port: number): Promise<BoxTunnel> {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new RangeError('port must be an integer between 1 and 65535');
-    }
-    const box = await this.ensureBox();
-    return new BoxTunnel(await box.network.tunnel(port));
-  }
-}
-
-/** A local listener that forwards each connection through a tunnel. */
-export class TunnelForwarder {
-  constructor(private readonly forwarder: TunnelForwarderHandle) {}
-
-  localAddr(): SocketAddress {
-    return this.forwarder.localAddr();
-  }
-
-  wait(): Promise<void> {
-    return this.forwarder.wait();
-  }
-
-  close(): Promise<void> {
-    return this.forwarder.close();
-  }
-}
-
-/** A prepared tunnel to a port in a box. */
-export class BoxTunnel {
-  constructor(private readonly tunnel: BoxTunnelHandle) {}
-
-  /** Public URL of a remotely served tunnel, or null for a local one. */
-  uri(): string | null {
-    return this.tunnel.uri();
-  }
-
-  /** Consumes the tunnel and returns its byte stream. */
-  async connect(): Promise<BoxConnection> {
-    return this.tunnel.connect();
-  }
-
-  async forward(listen: SocketAddress): Promise<TunnelForwarder> {
-    return new TunnelForwarder(await this.tunnel.forward(listen));
-  }
 }
 
 interface ExecCallOptions {

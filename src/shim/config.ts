@@ -1,3 +1,4 @@
+import type { NetConfig } from '../net/types.js';
 import type { VmPlan } from '../vmm/plan.js';
 import type { PublishedPort } from './ports.js';
 
@@ -21,6 +22,12 @@ export interface ShimConfig {
    * that wants all of its output attaches before it runs (docker's create, attach, start).
    */
   main?: MainSpec;
+  /**
+   * The box's own network stack (the plan's NIC is a `stream` one): the shim's network worker
+   * listens on `net.socketPath` before QEMU starts and publishes `net.ports` itself. Carries
+   * the secrets' values, which is why the config travels on stdin only.
+   */
+  net?: NetConfig;
   /**
    * @internal Test hook (the host test tier): run this process instead of the VM. It must
    * connect to the agent socket itself; `{agentSocket}` in `args` is replaced by its path.

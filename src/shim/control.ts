@@ -5,7 +5,7 @@ import { BoxliteError, InvalidArgumentError, PortalError, toBoxliteError, type E
 import type { ShimState } from './config.js';
 import type { RoutedClient } from './router.js';
 
-export type ControlRequest = { op: 'info' } | { op: 'ping' } | { op: 'stop' } | { op: 'attach'; tty?: boolean };
+export type ControlRequest = { op: 'info' } | { op: 'ping' } | { op: 'stop' } | { op: 'attach'; tty?: boolean } | { op: 'network' };
 export type ControlOp = ControlRequest['op'];
 
 export interface ControlReplies {
@@ -17,6 +17,8 @@ export interface ControlReplies {
    * and EXIT then flow on the request's stream), or how it ended when it already has.
    */
   attach: { pid: number } | { exited: true; exitCode: number; message?: string };
+  /** The box network's counters (COUNTER slot names) and the stack's live state (inspect). */
+  network: { counters: Record<string, number>; snapshot: unknown };
 }
 
 /** Who sent a request, for ops that tie a stream to the client (attach). */
@@ -36,6 +38,7 @@ export const CONTROL_TIMEOUT_MS: Readonly<Record<ControlOp, number>> = {
   stop: 30_000,
   // A held main process starts on the attach; the reply waits for it to have started.
   attach: 60_000,
+  network: 10_000,
 };
 
 const OPS = new Set<string>(Object.keys(CONTROL_TIMEOUT_MS));

@@ -1,4 +1,6 @@
-// Host side of port publishing. QEMU's slirp binds the host ports itself (hostfwd) and cannot
+// Host side of port publishing for a slirp NIC (BOXLITE_NET=slirp only; the box's own stack
+// binds its ports itself in src/net/worker.ts, port 0 included, with no probe race, and reports
+// the same PublishedPort shape). QEMU's slirp binds the host ports itself (hostfwd) and cannot
 // report a port the OS picked, so the shim picks free ports first (bind 0, read, close: a small
 // race with other processes is accepted) and probes explicit ones by binding them, so a busy
 // port is a clear NetworkError before QEMU starts rather than a QEMU boot failure.

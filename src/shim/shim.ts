@@ -13,6 +13,7 @@ import { serveControl, type ControlHandlers } from './control.js';
 import { agentHandshake, type Hello } from './handshake.js';
 import { ShimLock } from './lock.js';
 import { MainProcess } from './main-process.js';
+import { NetworkSupervisor } from './network.js';
 import { StreamRouter } from './router.js';
 import { VmSupervisor } from './vm.js';
 
@@ -25,6 +26,8 @@ export class Shim {
   private readonly paths;
   private readonly lock: ShimLock;
   private readonly vm: VmSupervisor;
+  /** The box's own network stack (a worker thread), when its NIC is a `stream` one. */
+  private net?: NetworkSupervisor;
   private agent?: Link;
   private router?: StreamRouter;
   private main?: MainProcess;
@@ -64,12 +67,25 @@ export class Shim {
     this.agentServer = net.createServer();
     const agentConnected = new Promise<net.Socket>((resolve) => this.agentServer!.once('connection', resolve));
     await listen(this.agentServer, this.paths.agentSocket);
+    if (this.config.net) {
+      // Before QEMU: it connects to the NIC socket the worker listens on, and a port the worker
+      // cannot bind is a NetworkError before anything boots.
+      this.net = new NetworkSupervisor(this.config.net, this.log, (err) => {
+        if (this.stopping || this.cleanupDone) return;
+        // Like a lost agent link: without its network the box cannot do what it was made for,
+        // and a guest waiting on a dead stack would hang; end it and tell every client why.
+        this.linkError ??= err.message;
+        this.kill(err.message, 1);
+      });
+      await this.net.start();
+    }
     await this.vm.launch();
     void this.vm.exited.then(() => this.onVmExit());
 
     const hello = await this.waitForHello(agentConnected);
     const bootMs = Math.round(performance.now() - this.vm.spawnedAt);
     this.agentServer.close();
+    if (this.net?.caPem) this.sendTrust(hello, this.net.caPem);
 
     if (this.config.main) {
       const main = this.config.main;
@@ -114,11 +130,26 @@ export class Shim {
       bootMs,
       agentVersion: hello.version,
       agentFeatures: hello.features,
-      publishedPorts: this.vm.ports,
+      publishedPorts: this.net ? this.net.ports : this.vm.ports,
     };
     writeFileAtomic(this.paths.shimState, JSON.stringify(this.state, null, 2));
     this.log(`ready in ${bootMs} ms (agent ${hello.version}, features 0x${hello.features.toString(16)})`);
     return this.state;
+  }
+
+  /**
+   * The box CA (secrets) to the agent, right after the handshake and so before the main process
+   * and any exec: the container's trust store gets it before anything in the box runs (an
+   * exec-only box's container waits for it: boxlite.trust). An agent without TRUST could not
+   * install it and every HTTPS call to a secret host would fail verification: refuse the boot.
+   */
+  private sendTrust(hello: Hello, caPem: string): void {
+    const missing = missingFeatures(Feature.TRUST, hello.features);
+    if (missing.length) {
+      throw new UnsupportedError(`the box's guest agent (${hello.version}) lacks ${missing.join(', ')}: it cannot install the CA that secrets need`);
+    }
+    this.agent!.send({ type: 'TRUST', stream: 0, data: Buffer.from(caPem, 'utf8') });
+    this.log(`box CA sent to the agent (TRUST, ${caPem.length} bytes)`);
   }
 
   private async waitForHello(agentConnected: Promise<net.Socket>): Promise<Hello> {
@@ -180,6 +211,10 @@ export class Shim {
 
   private readonly controlHandlers: ControlHandlers = {
     info: async (_req, reply) => reply(this.state!),
+    network: async (_req, reply) => {
+      if (!this.net) throw new UnsupportedError('the box has no network stack of its own (network disabled, or BOXLITE_NET=slirp)');
+      reply({ counters: this.net.counters(), snapshot: (await this.net.snapshot()) ?? null });
+    },
     ping: async (_req, reply) => reply({ rttMs: await this.router!.pingAgent() }),
     // Reply before the sockets close; the client then waits for the socket to end.
     stop: (_req, reply) => this.stop('stop requested by a client', () => reply({})),
@@ -232,6 +267,7 @@ export class Shim {
     if (this.cleanupDone) return;
     this.cleanupDone = true;
     clearTimeout(this.holdTimer);
+    void this.net?.stop();
     const clientsGone = this.router?.closeAll(this.linkError) ?? Promise.resolve();
     this.agent?.close();
     this.controlServer?.close();

@@ -81,12 +81,13 @@ export class VmSupervisor {
       return [peer.command, peer.args.map((a) => a.replaceAll('{agentSocket}', this.paths.agentSocket))];
     }
     const plan = this.config.plan;
-    // Published ports: pick the "any" ones, probe the others (NetworkError before QEMU starts).
-    const forwards = await resolveHostPorts(plan.nics.flatMap((n) => n.ports));
+    // Published ports of a slirp NIC: pick the "any" ones, probe the others (NetworkError before
+    // QEMU starts). A `stream` NIC's ports are bound by the shim's network worker instead.
+    const forwards = await resolveHostPorts(plan.nics.flatMap((n) => (n.kind === 'user' ? n.ports : [])));
     this.ports = publishedPorts(forwards);
     const vmPlan: VmPlan = {
       ...plan,
-      nics: plan.nics.map((n) => ({ ...n, ports: forwards })),
+      nics: plan.nics.map((n) => (n.kind === 'user' ? { ...n, ports: forwards } : n)),
       agent: { socketPath: this.paths.agentSocket },
       console: { logPath: this.paths.consoleLog },
     };

@@ -32,6 +32,10 @@ export interface BoxPaths {
   controlSocket: string;
   /** QEMU ⇄ shim agent link (while running). */
   agentSocket: string;
+  /** QEMU's NIC ⇄ the shim's network worker: Ethernet frames (while running). */
+  netSocket: string;
+  /** Tunnels into the box: one connection per tunnel, served by the network worker (while running). */
+  tunnelSocket: string;
   /** Shim and QEMU pids, accelerator, boot time, published ports (while running). */
   shimState: string;
   /** Held (O_EXCL) by the one shim that owns this box's VM, from boot to exit. */
@@ -54,6 +58,8 @@ export function boxPaths(dir: string): BoxPaths {
     disk: path.join(dir, 'disk.qcow2'),
     controlSocket: path.join(dir, 'control.sock'),
     agentSocket: path.join(dir, 'agent.sock'),
+    netSocket: path.join(dir, 'net.sock'),
+    tunnelSocket: path.join(dir, 'tunnel.sock'),
     shimState: path.join(dir, 'shim.json'),
     shimLock: path.join(dir, 'shim.lock'),
     logsDir: path.join(dir, 'logs'),

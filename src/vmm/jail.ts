@@ -37,7 +37,10 @@ const realHost: JailHost = {
 export function jailArgs(bwrap: string, cmd: QemuCommand, plan: VmPlan, infoFd: number, host: JailHost = realHost): QemuCommand {
   const args = [
     '--die-with-parent', '--new-session', '--clearenv', '--as-pid-1',
-    '--unshare-all', '--share-net', '--unshare-user', '--disable-userns',
+    '--unshare-all', '--unshare-user', '--disable-userns',
+    // Only slirp (BOXLITE_NET=slirp) opens host sockets inside QEMU; with the box's own stack QEMU
+    // talks to the shim over net.sock in the box dir, so it gets an empty network namespace.
+    ...(plan.nics.some((n) => n.kind === 'user') ? ['--share-net'] : []),
     '--uid', String(JAIL_ID), '--gid', String(JAIL_ID),
     '--info-fd', String(infoFd),
     '--ro-bind', '/usr', '/usr',

@@ -48,13 +48,15 @@ export interface PortForward {
 }
 
 /**
- * A network interface. `user`: NAT in the VM process (QEMU's slirp today), with the guest
- * addressing of GUEST_NET and host ports published to guest ports.
+ * A network interface, guest addressing GUEST_NET either way.
+ * `stream`: every Ethernet frame goes over a unix socket to the box's own user-space stack (the
+ * shim's network worker, src/net/), which listens there; it publishes the ports itself, so
+ * `ports` stays empty. `user`: NAT in the VM process (QEMU's slirp), kept only behind
+ * BOXLITE_NET=slirp for the benchmark's comparison, with host ports published to guest ports.
  */
-export interface VmNic {
-  kind: 'user';
-  ports: PortForward[];
-}
+export type VmNic =
+  | { kind: 'stream'; socketPath: string; mac: string; mtu: number; ports: PortForward[] }
+  | { kind: 'user'; ports: PortForward[] };
 
 /** Resource limits of every process the agent starts in the container (soft = hard). */
 export interface GuestLimits {
@@ -103,6 +105,11 @@ export interface VmPlan {
    * boot. Absent: an exec-only box, whose init is the agent's own reaper.
    */
   mainProcess?: boolean;
+  /**
+   * The host sends the box's CA (secrets) right after the handshake (TRUST); the agent starts
+   * an exec-only box's container only once it has it, so it is in the trust store from the start.
+   */
+  trust?: boolean;
   /** Confine the VM process with the engine's own syscall filter (no fork/exec). */
   seccomp?: boolean;
   /** Run the VM process in the jailer (bubblewrap: own namespaces, unprivileged, only its files; jail.ts). */

@@ -89,7 +89,7 @@ describe('shim + client against the host-mode agent', () => {
   it('answers the typed control commands', async () => {
     const info = await box.client.request('info');
     expect(info.shimPid).toBe(box.shimPid);
-    expect(info.agentFeatures).toBe(0x3f);
+    expect(info.agentFeatures).toBe(0x7f);
     const ping = await box.client.request('ping');
     expect(ping.rttMs).toBeGreaterThan(0);
     expect(ping.rttMs).toBeLessThan(5_000);

@@ -145,7 +145,7 @@ describe('security.jailerEnabled', () => {
       });
       expect(await sh(box, 'echo hi > /data/f && cat /data/f')).toEqual({ exitCode: 0, stdout: 'hi\n', stderr: '' });
       expect(fs.readFileSync(path.join(vol, 'f'), 'utf8')).toBe('hi\n');
-      // slirp lives in the jailed QEMU: outbound to the host's loopback and a published port both work.
+      // Outbound to the host's loopback and a published port both work (through the shim's stack).
       const server = http.createServer((req, res) => res.end(`jailed ${req.url}`));
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       try {
@@ -170,8 +170,9 @@ describe('security.jailerEnabled', () => {
       for (const ns of ['mnt', 'pid', 'user', 'ipc']) {
         expect(fs.readlinkSync(`/proc/${pid}/ns/${ns}`)).not.toBe(fs.readlinkSync(`/proc/self/ns/${ns}`));
       }
-      // It shares the host network (published ports), and sees no host file system beyond /usr.
-      expect(fs.readlinkSync(`/proc/${pid}/ns/net`)).toBe(fs.readlinkSync('/proc/self/ns/net'));
+      // No host network at all (the box's stack in the shim does the networking over net.sock),
+      // and no host file system beyond /usr.
+      expect(fs.readlinkSync(`/proc/${pid}/ns/net`)).not.toBe(fs.readlinkSync('/proc/self/ns/net'));
       const root = `/proc/${pid}/root`;
       expect(fs.existsSync(`${root}/usr/bin`)).toBe(true);
       expect(fs.existsSync(`${root}/etc/passwd`)).toBe(false);

@@ -73,7 +73,9 @@ describe('Link', () => {
 describe('feature bits', () => {
   it('an EXEC needs EXEC and WINDOW, plus TTY, TOOL, MAIN and TIMEOUT when it uses them', () => {
     expect(execFeatures({ flags: 0, timeoutMs: 0 })).toBe(Feature.EXEC | Feature.WINDOW);
-    expect(execFeatures({ flags: 7, timeoutMs: 5 })).toBe(HOST_FEATURES);
+    // Every EXEC feature; the host's HELLO adds TRUST (a stream-0 message, not an EXEC feature).
+    expect(execFeatures({ flags: 7, timeoutMs: 5 })).toBe(HOST_FEATURES & ~Feature.TRUST);
+    expect(missingFeatures(Feature.TRUST, 0x3f)).toEqual(["TRUST (0x40, the box CA in the container's trust store, for secrets)"]);
     expect(missingFeatures(execFeatures({ flags: 4, timeoutMs: 0 }), 0x1f)).toEqual(["MAIN (0x20, the image's main process as the container init)"]);
     expect(missingFeatures(execFeatures({ flags: 2, timeoutMs: 0 }), 0x0f)).toEqual(['TOOL (0x10, the agent toolbox used by copyIn/copyOut)']);
     expect(missingFeatures(HOST_FEATURES, HOST_FEATURES)).toEqual([]);

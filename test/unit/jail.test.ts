@@ -35,7 +35,12 @@ describe('jailArgs (QEMU in bubblewrap)', () => {
     const { binary, args } = jailArgs('/usr/bin/bwrap', { binary: 'qemu-system-x86_64', args: ['-M', 'microvm'] }, plan, 3, host);
     expect(binary).toBe('/usr/bin/bwrap');
     expect(args.slice(args.indexOf('--'))).toEqual(['--', 'qemu-system-x86_64', '-M', 'microvm']);
-    for (const f of ['--die-with-parent', '--unshare-all', '--share-net', '--unshare-user', '--as-pid-1', '--clearenv']) expect(args).toContain(f);
+    for (const f of ['--die-with-parent', '--unshare-all', '--unshare-user', '--as-pid-1', '--clearenv']) expect(args).toContain(f);
+    // The host network only for slirp, which opens host sockets inside QEMU; none for the stack's NIC.
+    expect(args).not.toContain('--share-net');
+    const nic = (n: (typeof plan)['nics'][number]) => jailArgs('/b', { binary: 'q', args: [] }, { ...plan, nics: [n] }, 3, host).args;
+    expect(nic({ kind: 'user', ports: [] })).toContain('--share-net');
+    expect(nic({ kind: 'stream', socketPath: '/h/boxes/b1/net.sock', mac: '52:54:00:12:34:56', mtu: 65520, ports: [] })).not.toContain('--share-net');
     expect(args.join(' ')).toContain('--uid 65534 --gid 65534 --info-fd 3');
     expect(args.join(' ')).toContain('--symlink usr/bin /bin --ro-bind /sbin /sbin --symlink usr/lib /lib');
     expect(args).not.toContain('/dev/kvm');

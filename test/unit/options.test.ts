@@ -66,9 +66,6 @@ describe('box options', () => {
       'unsupported: autoDelete after a delay (30 s) not implemented yet; autoRemove: true removes the box when it stops',
     );
     expect(unsupported({ healthCheck: { interval: 30, timeout: 5, retries: 3, startPeriod: 0 } })).toBe('unsupported: healthCheck not implemented yet');
-    expect(unsupported({ secrets: [{ name: 'k', value: 'v' }] })).toMatch(/^unsupported: secrets/);
-    expect(unsupported({ network: { allowNet: ['example.com'] } })).toMatch(/^unsupported: network allowNet/);
-    expect(unsupported({ network: { outbound: { mode: 'enabled', allowNet: ['example.com'] } } })).toMatch(/^unsupported: network allowNet/);
     expect(unsupported({ network: { inbound: { mode: 'enabled' } } })).toMatch(/^unsupported: network\.inbound\.mode "enabled"/);
     expect(unsupported({ security: { closeFds: false } })).toMatch(/^unsupported: security\.closeFds/);
     // Their default values change nothing and are accepted.

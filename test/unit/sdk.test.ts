@@ -13,7 +13,6 @@ import {
   getNativeModule,
   JsBoxlite,
   SimpleBox,
-  UnsupportedError,
   GUEST_IP,
   type SimpleBoxOptions,
 } from '../../src/index.js';
@@ -115,11 +114,12 @@ describe('SimpleBox constructor', () => {
     expect(p.opts.advanced!.capabilities!.add).not.toBe(add);
   });
 
-  it('fails on first use, not silently, when a forwarded option is not implemented yet', async () => {
+  it('fails on first use, not silently, when a forwarded option is invalid', async () => {
+    // Secrets are forwarded (and implemented); one without hosts could never be used: refused.
     const box = new SimpleBox({ runtime: rt, rootfsPath: '/', secrets: [{ name: 'k', value: 'v' }] });
     const err = await rejection(box.exec('true'));
-    expect(err).toBeInstanceOf(UnsupportedError);
-    expect(err.message).toMatch(/^unsupported: secrets/);
+    expect(err.code).toBe('Config');
+    expect(err.message).toMatch(/^configuration error: secrets\[0\]\.hosts must list at least one host/);
     const detached = await rejection(new SimpleBox({ runtime: rt, rootfsPath: '/', detach: true }).exec('true'));
     expect(detached.code).toBe('Config');
     expect(detached.message).toMatch(/detach: true cannot be combined with auto-remove/);
@@ -150,7 +150,6 @@ describe('box types, REST, import, volumes, snapshots, tunnels', () => {
       ['managed volumes (runtime.volumes.list)', rt.volumes.list()],
       ['snapshots (box.snapshot.create)', box.snapshot.create('s')],
       ['snapshots (box.snapshot.restore)', box.snapshot.restore('s')],
-      ['tunnels (box.network.tunnel)', box.network.tunnel(80)],
       ['cloneBox', box.cloneBox()],
       ['box export', box.export('/tmp/x')],
     ];
@@ -159,6 +158,14 @@ describe('box types, REST, import, volumes, snapshots, tunnels', () => {
       expect(err.code, what).toBe('Unsupported');
       expect(err.message).toBe(`unsupported: ${what} not implemented yet`);
     }
+  });
+
+  it('box.network.tunnel refuses a box without a network (InvalidState) and a bad port (RangeError)', async () => {
+    const box = new Box({} as never, { id: 'x', options: { network: 'disabled' }, image: {} } as never);
+    const err = await rejection(box.network.tunnel(80));
+    expect(err.code).toBe('InvalidState');
+    expect(err.message).toMatch(/has no network/);
+    await expect(box.network.tunnel(0)).rejects.toThrow(RangeError);
   });
 
   it('ApiKeyCredential.fromEnv reads BOXLITE_API_KEY; empty or unset is null', () => {
