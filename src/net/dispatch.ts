@@ -273,27 +273,15 @@ export function createFlowHandler(opts: FlowHandlerOptions): DispatchHandler {
           guest.reset();
           return;
         }
-        const attempt = (k: number) => {
+        // At most three of the name's addresses, like a browser's fallback.
+        const attempt = (k: number): void => {
           const ip = safe[k]!;
-          const release = pins.hold(ip);
-          dialer.connectTcp(ip, port, limits.connectTimeoutMs).then(
-            (upstream) => {
-              if (closed || guest.destroyed) {
-                upstream.destroy();
-                release();
-                return;
-              }
-              pipeFlow(guest, upstream, head, release);
-            },
-            (err: Error) => {
-              release();
-              log(`net: ${fmt(flow)} upstream ${name} (${ip}:${port}) failed: ${err.message}`);
-              // At most three of the name's addresses, like a browser's fallback.
-              if (k + 1 < Math.min(3, safe.length) && !closed && !guest.destroyed) return attempt(k + 1);
-              tcpError('connect');
-              guest.reset();
-            },
-          );
+          const next = () => {
+            if (k + 1 >= Math.min(3, safe.length) || closed || guest.destroyed) return false;
+            attempt(k + 1);
+            return true;
+          };
+          dialTo(guest, ip, port, head, pins.hold(ip), next, `${name} (${ip}:${port})`);
         };
         attempt(0);
       },
@@ -399,8 +387,19 @@ export function createFlowHandler(opts: FlowHandlerOptions): DispatchHandler {
     }
   };
 
-  /** An accepted guest stream to an already-decided address (after a peek). */
-  const dialTo = (guest: GuestStream, ip: string, port: number, head: Buffer, release: () => void) => {
+  /**
+   * An accepted guest stream to an already-decided address (after a peek). `fallback` may try
+   * another address instead of failing the flow (it returns true when it did).
+   */
+  const dialTo = (
+    guest: GuestStream,
+    ip: string,
+    port: number,
+    head: Buffer,
+    release: () => void,
+    fallback: () => boolean = () => false,
+    label = `${ip}:${port}`,
+  ) => {
     dialer.connectTcp(ip, port, limits.connectTimeoutMs).then(
       (upstream) => {
         if (closed || guest.destroyed) {
@@ -412,8 +411,9 @@ export function createFlowHandler(opts: FlowHandlerOptions): DispatchHandler {
       },
       (err: Error) => {
         release();
+        log(`net: ${fmt(guest.flow)} upstream ${label} failed: ${err.message}`);
+        if (fallback()) return;
         tcpError('connect');
-        log(`net: ${fmt(guest.flow)} upstream ${ip}:${port} failed: ${err.message}`);
         guest.reset();
       },
     );

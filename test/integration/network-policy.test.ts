@@ -2,7 +2,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { JsBoxlite, type Box } from '../../dist/index.js';
 import { boxlite, run, scratchHome } from './helpers.js';
-import { seamForMany, startNetServers, writeSeam, type NetServers } from '../fixtures/netservers.js';
+import { seamForMany, startNetServers, writeSeam, type NetServers, withSeamFile } from '../fixtures/netservers.js';
 
 // network.allowNet end to end in a real VM (python image, which also carries busybox's ip,
 // route, nslookup). All traffic stays on 127.0.0.1: the seam maps the test names and the
@@ -114,14 +114,7 @@ beforeAll(async () => {
     },
     `netpolicy-${process.pid}`,
   );
-  const prev = process.env.BOXLITE_INTERNAL_NET_SEAM;
-  process.env.BOXLITE_INTERNAL_NET_SEAM = seamFile;
-  try {
-    await box.start();
-  } finally {
-    if (prev === undefined) delete process.env.BOXLITE_INTERNAL_NET_SEAM;
-    else process.env.BOXLITE_INTERNAL_NET_SEAM = prev;
-  }
+  await withSeamFile(seamFile, () => box.start());
 }, 240_000);
 
 afterAll(async () => {

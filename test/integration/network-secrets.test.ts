@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { JsBoxlite, type Box } from '../../dist/index.js';
 import { boxlite, run, scratchHome } from './helpers.js';
-import { seamFor, startNetServers, writeSeam, type NetServers } from '../fixtures/netservers.js';
+import { seamFor, startNetServers, writeSeam, type NetServers, withSeamFile } from '../fixtures/netservers.js';
 
 // Secrets end to end in a real VM (python image): the guest sees only the placeholder (env,
 // echoed responses), the upstream gets the value (header, query, body, WebSocket handshake) over
@@ -29,14 +29,7 @@ beforeAll(async () => {
     { rootfsPath: python, secrets: [{ name: 'API_KEY', value: VALUE, hosts: ['secret.test'] }] },
     `secrets-${process.pid}`,
   );
-  const prev = process.env.BOXLITE_INTERNAL_NET_SEAM;
-  process.env.BOXLITE_INTERNAL_NET_SEAM = seamFile;
-  try {
-    await box.start();
-  } finally {
-    if (prev === undefined) delete process.env.BOXLITE_INTERNAL_NET_SEAM;
-    else process.env.BOXLITE_INTERNAL_NET_SEAM = prev;
-  }
+  await withSeamFile(seamFile, () => box.start());
 }, 240_000);
 
 afterAll(async () => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { JsBoxlite, SimpleBox, type Box, type BoxMetrics } from '../../dist/index.js';
 import { run, scratchHome } from './helpers.js';
-import { patternSha256, seamFor, startNetServers, writeSeam, type NetServers } from '../fixtures/netservers.js';
+import { patternSha256, seamFor, startNetServers, writeSeam, type NetServers, withSeamFile } from '../fixtures/netservers.js';
 
 // The box's own network stack end to end, in a real VM (python image: one boot carries every
 // client and server the tests need). All traffic stays on 127.0.0.1: the seam maps the test
@@ -81,14 +81,7 @@ afterAll(async () => {
 
 /** Boots with the seam in the environment (read when the box starts). */
 async function startWithSeam(box: Box): Promise<void> {
-  const prev = process.env.BOXLITE_INTERNAL_NET_SEAM;
-  process.env.BOXLITE_INTERNAL_NET_SEAM = seamFile;
-  try {
-    await box.start();
-  } finally {
-    if (prev === undefined) delete process.env.BOXLITE_INTERNAL_NET_SEAM;
-    else process.env.BOXLITE_INTERNAL_NET_SEAM = prev;
-  }
+  await withSeamFile(seamFile, () => box.start());
 }
 
 describe('the box network stack (python image)', () => {
