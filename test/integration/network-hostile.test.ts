@@ -185,6 +185,9 @@ describe('a hostile guest', () => {
       box = await newBox();
       nicStalled = false;
     }
+    // Resolves api.allowed.test in this box, so its address is pinned for the UDP echo below
+    // (a fresh box has no pins yet).
+    await usable(box);
     const pid = shimPid(box.id);
     const fds0 = fdCount(pid);
     const sent = await hostile(box, 'udp');
