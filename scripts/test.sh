@@ -5,15 +5,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+# On a failure, the last lines of the log name every failed test (CI shows only the tail).
+failed_tests() {
+  node -e '
+    const r = require(process.argv[1]);
+    for (const f of r.testResults ?? [])
+      for (const t of f.assertionResults ?? [])
+        if (t.status === "failed") console.error(`FAILED ${f.name.replace(process.cwd() + "/", "")} > ${t.fullName}`);
+  ' "$1" || true
+}
+
 echo "==> tests: unit, protocol, host (agent in host mode), integration (real VMs)"
 mkdir -p .cache
 npx vitest run --project unit --project protocol --project host --project integration \
-  --reporter=default --reporter=json --outputFile.json=.cache/vitest-results.json
+  --reporter=default --reporter=json --outputFile.json=.cache/vitest-results.json ||
+  { status=$?; failed_tests ./.cache/vitest-results.json; exit $status; }
 
 # The box types on their images (Python, desktop, browsers): slow under TCG, so on their own,
 # after the rest, never alongside it (two cores).
 echo "==> tests: box types on their images (real VMs)"
-npx vitest run --project boxtypes --reporter=default --reporter=json --outputFile.json=.cache/vitest-boxtypes.json
+npx vitest run --project boxtypes --reporter=default --reporter=json --outputFile.json=.cache/vitest-boxtypes.json ||
+  { status=$?; failed_tests ./.cache/vitest-boxtypes.json; exit $status; }
 
 echo "==> package: npm pack, install into an empty project as a non-root user, run a box"
 bash scripts/test-package.sh
