@@ -35,6 +35,17 @@ fi
 say "building the TypeScript package"
 npx tsc -p tsconfig.json
 
+# The reference's published 0.10 client with its native binding: the REST interop tests drive our
+# server with it (REST mode needs no VM). Pinned: test/fixtures/rest-transcript.json was captured
+# from exactly these.
+if [ "$(uname -sm)" = "Linux x86_64" ] && [ ! -f .cache/ref-client/node_modules/@boxlite-ai/boxlite-linux-x64-gnu/package.json ]; then
+  say "installing the reference's 0.10 client (.cache/ref-client, for the REST interop tests)"
+  mkdir -p .cache/ref-client
+  [ -f .cache/ref-client/package.json ] || echo '{"private":true}' > .cache/ref-client/package.json
+  (cd .cache/ref-client && npm install --no-audit --no-fund --loglevel=error --ignore-scripts \
+    @boxlite-ai/boxlite@0.10.0 @boxlite-ai/boxlite-linux-x64-gnu@0.10.3)
+fi
+
 # --- 3. guest agent (static C) and its codec tool
 say "building the guest agent"
 make -s -C guest

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The install test (run by scripts/test.sh): what `npm pack` makes at the repo root, installed
 # into an empty project by a non-root user whose HOME is an empty directory, runs a box with a
-# custom homeDir from a plain .mjs file. Prints the packed size and file count and the install
+# custom homeDir from a plain .mjs file, then the same box through the installed `boxlite serve`
+# and its REST client. Prints the packed size and file count and the install
 # time. As root (CI) it runs as the user boxlite-ci, created when missing.
 #
 # Environment: BOXLITE_PACKAGE_USER (default boxlite-ci), KEEP=1 keeps the scratch directory.
@@ -56,6 +57,49 @@ cp -r .cache/images/busybox "$WORK/image"
 if [[ -d ${npm_config_cache:-$HOME/.npm}/_cacache ]]; then
   mkdir -p "$WORK/npm-cache" && cp -r "${npm_config_cache:-$HOME/.npm}/_cacache" "$WORK/npm-cache/"
 fi
+cat >"$WORK/project/remote.mjs" <<'EOF'
+// The same box through the installed package's `boxlite serve` and its REST client, as a team
+// that runs the server on a machine of its own would: serve listens, the client execs, SIGTERM.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { ApiKeyCredential, BoxliteRestOptions, JsBoxlite } from 'boxlite';
+
+const [homeDir, image] = process.argv.slice(2);
+const key = 'package-test-key-0123';
+const serve = spawn('./node_modules/.bin/boxlite', ['--home', homeDir, 'serve', '--port', '0', '--rootfs-root', path.dirname(image)], {
+  env: { ...process.env, BOXLITE_SERVE_API_KEY: key },
+  stdio: ['ignore', 'ignore', 'pipe'],
+});
+let log = '';
+const url = await new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error(`serve did not start: ${log}`)), 60_000);
+  serve.stderr.on('data', (c) => {
+    log += c;
+    const m = /listening on (http:\/\/\S+)\/v1/.exec(log);
+    if (m) {
+      clearTimeout(timer);
+      resolve(m[1]);
+    }
+  });
+  serve.on('exit', (code) => reject(new Error(`serve exited ${code}: ${log}`)));
+});
+const rt = JsBoxlite.rest(new BoxliteRestOptions({ url, credential: new ApiKeyCredential(key) }));
+const box = await rt.create({ rootfsPath: image, memoryMib: 256 });
+const ex = await box.exec('sh', ['-c', 'echo hello over REST; exit 5']);
+const out = await ex.stdout();
+let text = '';
+for (let c; (c = await out.next()) !== null; ) text += c;
+const { exitCode } = await ex.wait();
+await rt.remove(box.id, true);
+const exited = new Promise((resolve) => serve.on('exit', (code) => resolve(code)));
+serve.kill('SIGTERM');
+const code = await exited;
+if (exitCode !== 5 || text !== 'hello over REST\n' || code !== 0) {
+  console.error(`unexpected: exit ${exitCode}, stdout ${JSON.stringify(text)}, serve exit ${code}\n${log}`);
+  process.exit(1);
+}
+console.log(`REST box ran through boxlite serve at ${url}: ${JSON.stringify(text.trim())}, exit ${exitCode}`);
+EOF
 cat >"$WORK/project/package.json" <<'EOF'
 { "name": "scratch", "version": "1.0.0", "private": true, "type": "module" }
 EOF
@@ -116,7 +160,10 @@ say "running a box from a plain .mjs file"
 info=$(cd "$WORK/project" && as_user "${user_env[@]}" ./node_modules/.bin/boxlite --home "$WORK/boxhome" info) || die "boxlite info failed"
 want=$(node -p 'require(process.argv[1]).kernel.version' "$WORK/project/node_modules/boxlite/runtime/linux-x64/runtime.json")
 grep -Eq "^Guest kernel: +$want\$" <<<"$info" || die "boxlite info does not report guest kernel $want: $info"
-left=$(pgrep -u "$RUN_AS_USER" -af 'qemu-system|boxlite-shim' || true)
+say "the same through the installed boxlite serve and its REST client"
+(cd "$WORK/project" && as_user "${user_env[@]}" timeout 300 node remote.mjs "$WORK/boxhome" "$WORK/image") || die "remote.mjs failed"
+# Live processes only (as in scripts/test.sh): a zombie is already dead, its parent about to reap it.
+left=$(ps -u "$RUN_AS_USER" -o pid=,stat=,args= | grep -E 'qemu-system|boxlite-shim' | grep -vE '^ *[0-9]+ +Z' | grep -v grep || true)
 [[ -z $left ]] || die "leaked processes of $RUN_AS_USER: $left"
 [[ ! -e $WORK/home/.local/share/boxlite ]] || die "the default path derived runtime files into HOME"
 

@@ -1,10 +1,12 @@
-import type { JsExecution as Execution } from '../index.js';
+import { NetworkError, type JsExecution as Execution } from '../index.js';
 
 export interface AttachOptions {
   interactive: boolean;
   tty: boolean;
   /** Not interactive, and leave the process's stdin open (attaching to a box's main process). */
   keepStdin?: boolean;
+  /** A remote server's execution: a result carrying an error (the socket lost for good) is a failure, not an exit code. */
+  remote?: boolean;
 }
 
 /** The interrupt (SIGINT/SIGTERM) that escalates to SIGKILL. */
@@ -74,6 +76,7 @@ export async function attach(execution: Execution, opts: AttachOptions): Promise
   try {
     await Promise.all([pump(execution.stdout(), process.stdout), pump(execution.stderr(), process.stderr)]);
     const result = await execution.wait();
+    if (opts.remote && result.errorMessage) throw new NetworkError(`lost the remote command's output stream: ${result.errorMessage}`);
     return result.exitCode < 0 ? 128 - result.exitCode : result.exitCode;
   } finally {
     for (const c of cleanups) c();

@@ -75,7 +75,9 @@ export function registerBoxCommands(program: Command, act: Act, runtimeFrom: (cm
         const runtime = runtimeFrom(cmd);
         const out = [];
         for (const id of ids) {
-          out.push(await (await findBox(runtime, id)).inspect());
+          const box = await findBox(runtime, id);
+          // A remote box has no inspect(): the server's Box is all there is to show.
+          out.push(typeof (box as Partial<Box>).inspect === 'function' ? await box.inspect() : await box.info());
         }
         process.stdout.write(render(out, o.format, (list) => JSON.stringify(list, null, 2)));
         return 0;

@@ -1,5 +1,8 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { Command } from 'commander';
-import { ConfigError, NotFoundError, type JsBoxlite } from '../index.js';
+import { ConfigError, NotFoundError, UnsupportedError, type JsBoxlite } from '../index.js';
+import { RestRuntime } from '../rest/client/runtime.js';
 
 type Act = (fn: (...args: any[]) => Promise<number>) => (...args: unknown[]) => Promise<void>;
 
@@ -30,8 +33,22 @@ export function registerCpCommand(program: Command, act: Act, runtimeFrom: (cmd:
         if (!box) throw new NotFoundError('box', name);
         const options = { followSymlinks: Boolean(o.followLink), overwrite: o.overwrite !== false };
         const guest = (p: string) => (p.startsWith('/') ? p : `/${p}`);
-        if ('box' in from) await box.copyOut(guest(from.path), (to as { host: string }).host, options);
-        else await box.copyIn(from.host, guest((to as { path: string }).path), options);
+        const remote = (runtime as unknown) instanceof RestRuntime;
+        if ('box' in from) {
+          // The REST client downloads with neither option: refuse rather than ignore them.
+          if (remote && (options.followSymlinks || !options.overwrite)) {
+            throw new UnsupportedError('cp: -L and --no-overwrite from a box are not available against a remote server (--url)');
+          }
+          await box.copyOut(guest(from.path), (to as { host: string }).host, options);
+        } else {
+          let dest = guest((to as { path: string }).path);
+          // A directory lands as DEST/<its name> locally; the REST upload puts its contents into
+          // the path it names, so name the directory's own place to get the same result.
+          if (remote && fs.statSync(from.host, { throwIfNoEntry: false })?.isDirectory()) {
+            dest = path.posix.join(dest, path.basename(path.resolve(from.host)));
+          }
+          await box.copyIn(from.host, dest, options);
+        }
         return 0;
       }),
     );

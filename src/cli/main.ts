@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The boxlite CLI: a thin parser over the public SDK (it imports nothing else).
+// The boxlite CLI: a thin parser over the public SDK (plus the REST client's runtime and
+// execution classes for --url: src/cli/remote.ts, src/cli/auth.ts).
 import { Command, CommanderError, Option } from 'commander';
 import {
   BoxliteError,
@@ -21,6 +22,10 @@ import { registerBoxCommands } from './boxes.js';
 import { registerCpCommand } from './cp.js';
 import { registerImageCommands } from './images.js';
 import { registerNetworkCommands } from './network.js';
+import { registerServeCommand } from './serve.js';
+import { readCredentials, registerAuthCommands, resolveRemote, restRuntimeFor, type RemoteFlags } from './auth.js';
+import { addRemoteOptions, attachMainRemote, checkRemoteCommand, remoteWhere } from './remote.js';
+import { RestRuntime } from '../rest/client/runtime.js';
 
 
 interface GlobalOpts {
@@ -41,9 +46,49 @@ export function parseRegistryFlag(spec: string): RegistrySettings {
   return { host: m[2]!, transport: scheme === 'http' ? 'http' : 'https', skipVerify: scheme === 'https+insecure', search: true };
 }
 
-function runtimeFrom(cmd: Command): JsBoxlite {
-  const g = cmd.optsWithGlobals<GlobalOpts>();
+function localRuntime(g: GlobalOpts): JsBoxlite {
   return new JsBoxlite({ homeDir: g.home, imageRegistries: (g.registry ?? []).map(parseRegistryFlag) });
+}
+
+/**
+ * This machine's runtime, or the remote server's (--url, BOXLITE_REST_URL, or what `auth login`
+ * stored; flags > environment > file). Local-only commands and flags are refused with a remote one.
+ */
+function runtimeFrom(cmd: Command): JsBoxlite {
+  const g = cmd.optsWithGlobals<GlobalOpts & RemoteFlags>();
+  const remote = resolveRemote(g, process.env, () => readCredentials());
+  if (!remote) {
+    if (!g.local && (g.apiKey || g.pathPrefix)) throw new ConfigError('--api-key and --path-prefix need a server: --url URL (or BOXLITE_REST_URL)');
+    return localRuntime(g);
+  }
+  checkRemoteCommand(cmd, remote);
+  for (const [flag, set] of [['--home', g.home !== undefined], ['--registry', Boolean(g.registry?.length)]] as const) {
+    if (set) throw new ConfigError(`${flag} is local-only and a remote server is in use (${remoteWhere(remote)}); drop ${flag}, or pass --local`);
+  }
+  return restRuntimeFor(remote) as unknown as JsBoxlite;
+}
+
+/** `serve` always serves this machine's runtime; a --url before it is a mistake worth saying. */
+function serveRuntimeFrom(cmd: Command): JsBoxlite {
+  const g = cmd.optsWithGlobals<GlobalOpts>();
+  const root = (cmd.parent?.opts() ?? {}) as RemoteFlags;
+  if (root.url) throw new ConfigError("serve runs this machine's runtime; --url names a remote server and cannot be combined with it");
+  // Before `serve` these are the remote client's options; serve's own key and prefix follow its name.
+  if (root.apiKey || root.pathPrefix) throw new ConfigError('--api-key/--path-prefix before `serve` are client options; put them after it: boxlite serve --path-prefix P');
+  return localRuntime(g);
+}
+
+const isRemote = (runtime: JsBoxlite): runtime is JsBoxlite & RestRuntime => (runtime as unknown) instanceof RestRuntime;
+
+/**
+ * A missing command comes back from the server as an execution_failed envelope, without the
+ * local SDK's exit code: restore docker's 127 for "not found", so scripts see the same code.
+ */
+function withExitCode(err: unknown): unknown {
+  if (err instanceof ExecutionError && err.exitCode === undefined && /command not found/.test(err.message)) {
+    return new ExecutionError(err.message, { exitCode: 127, prefixed: true });
+  }
+  return err;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -129,6 +174,8 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     .passThroughOptions()
     .action(act(async (args: string[], o, cmd: Command) => {
       const runtime = runtimeFrom(cmd);
+      // The server has no auto-remove: a detached box cannot be removed when its command ends.
+      if (isRemote(runtime) && o.rm && o.detach) throw new ConfigError('--rm with -d is not available against a remote server (--url): remove the box with `boxlite rm -f`');
       const rest = [...args];
       const image = o.rootfs ? undefined : rest.shift();
       if (rest[0] === '--') rest.shift();
@@ -138,6 +185,7 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
         { ...boxOptionsFrom(o, image), ...(rest.length ? { cmd: rest } : {}), autoRemove: Boolean(o.rm), detach: Boolean(o.detach) },
         o.name,
       );
+      if (isRemote(runtime)) return runRemote(runtime, box as unknown as RemoteBox, o);
       if (o.detach) {
         await box.start();
         process.stdout.write(`${box.id}\n`);
@@ -192,8 +240,10 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
         throw new InvalidStateError(`box ${box.id} is not running (status: ${info.state.status}); start it with \`boxlite start ${idOrName}\``);
       }
       const env = parseEnv(o.env).map((e) => [e.key, e.value] as [string, string]);
-      const execution = await box.exec(command[0]!, command.slice(1), env, Boolean(o.tty), o.user, null, o.workdir);
-      return attach(execution, { interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
+      const execution = await box.exec(command[0]!, command.slice(1), env, Boolean(o.tty), o.user, null, o.workdir).catch((err: unknown) => {
+        throw isRemote(runtime) ? withExitCode(err) : err;
+      });
+      return attach(execution, { interactive: Boolean(o.interactive), tty: Boolean(o.tty), remote: isRemote(runtime) });
     }));
 
   program
@@ -202,14 +252,15 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
     .option('-i, --interactive', 'forward stdin')
     .argument('<box>', 'box id or name')
     .action(act(async (idOrName: string, o, cmd: Command) => {
-      const box = await findBox(runtimeFrom(cmd), idOrName);
+      const runtime = runtimeFrom(cmd);
+      const box = await findBox(runtime, idOrName);
       const info = await box.info();
       if (!info.state.running) {
         throw new InvalidStateError(`box ${box.id} is not running (status: ${info.state.status}); start it with \`boxlite start ${idOrName}\``);
       }
-      const execution = await box.attach();
+      const execution = isRemote(runtime) ? await attachMainRemote(runtime, box.id, false) : await box.attach();
       // Without -i the main process keeps its stdin: detaching must not end its input.
-      return attach(execution, { interactive: Boolean(o.interactive), tty: false, keepStdin: !o.interactive });
+      return attach(execution, { interactive: Boolean(o.interactive), tty: false, keepStdin: !o.interactive, remote: isRemote(runtime) });
     }));
 
   program
@@ -260,7 +311,36 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
   registerCpCommand(program, act, runtimeFrom);
   registerImageCommands(program, act, runtimeFrom);
   registerNetworkCommands(program, act, runtimeFrom);
+  registerServeCommand(program, act, serveRuntimeFrom);
+  registerAuthCommands(program, act);
+  addRemoteOptions(program);
   return program;
+}
+
+type RemoteBox = { id: string; start(): Promise<void>; stop(): Promise<void> };
+
+/**
+ * `run` against a server: create → attach to the main process → start (docker's order, the one
+ * the server's main-process session expects), stream it, exit with its code. Without -d the box is
+ * stopped when the command ends, as locally; --rm removes it then (the server has no auto-remove).
+ */
+async function runRemote(runtime: JsBoxlite & RestRuntime, box: RemoteBox, o: Record<string, any>): Promise<number> {
+  if (o.detach) {
+    await box.start();
+    process.stdout.write(`${box.id}\n`);
+    return 0;
+  }
+  try {
+    const execution = await attachMainRemote(runtime, box.id, Boolean(o.tty)).catch((err: unknown) => {
+      throw withExitCode(err);
+    });
+    await box.start();
+    return await attach(execution, { interactive: Boolean(o.interactive), tty: Boolean(o.tty), remote: true });
+  } finally {
+    // A failed clean-up must not hide the command's own exit code (nor the error that ended it).
+    const cleanup = o.rm ? runtime.remove(box.id, true) : box.stop();
+    await cleanup.catch((err: Error) => process.stderr.write(`boxlite: could not ${o.rm ? 'remove' : 'stop'} box ${box.id}: ${err.message}\n`));
+  }
 }
 
 /** The options `run` and `create` share (docker's names). */

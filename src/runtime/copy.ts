@@ -4,9 +4,10 @@
 // checks: every entry stays inside the destination and nothing is written through a symlink.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { BoxliteError, ConfigError, ExecutionError } from '../errors/index.js';
+import { BoxliteError, ConfigError, ExecutionError, ResourceExhaustedError } from '../errors/index.js';
 import type { Execution } from './execution.js';
 
 /** `CopyOptions` of @boxlite-ai/boxlite 0.10. */
@@ -19,6 +20,13 @@ export interface CopyOptions {
   followSymlinks?: boolean;
   /** A directory lands as DEST/<its name> (default true); false copies its contents into DEST. */
   includeParent?: boolean;
+  /**
+   * BoxLite extension (copyOut only): stop the copy once the box's archive passes this many
+   * bytes (headers included) or entries. The box's tar is killed and CopyLimitError thrown; what
+   * was written so far stays (a caller extracting into a staging directory removes it).
+   */
+  maxBytes?: number;
+  maxEntries?: number;
 }
 
 interface Resolved {
@@ -253,141 +261,222 @@ export interface ExtractOptions {
   map?: (name: string, type: string) => string | null;
   /** How the destination is named in errors (default: base). */
   label?: string;
+  /** Stop past this many archive bytes, headers and padding included (CopyLimitError). */
+  maxBytes?: number;
+  /** Stop past this many archive entries (CopyLimitError). */
+  maxEntries?: number;
+  /**
+   * Directories keep u+rwx: for a staging tree that the process must still read and remove
+   * whatever modes the archive named (as non-root a 0o500 or 0o000 directory holding files
+   * cannot be emptied, nor a 0o000 one read).
+   */
+  ownerAccess?: boolean;
 }
 
+/** A copy went past ExtractOptions.maxBytes / maxEntries; the producer has been stopped. */
+export class CopyLimitError extends ResourceExhaustedError {
+  constructor(
+    message: string,
+    readonly limit: 'bytes' | 'entries',
+    readonly max: number,
+  ) {
+    super(message);
+    this.name = 'CopyLimitError';
+  }
+}
+
+/** Header fields the extractor reads (tar-stream's Headers). */
+export type EntryHeader = Pick<tar.Header, 'name' | 'type' | 'mode' | 'mtime' | 'linkname'>;
+
+/** Mode bits kept from an archive: permissions and sticky, never setuid/setgid. */
+export const modeOf = (h: Pick<tar.Header, 'mode'>, type?: string | null): number =>
+  (h.mode ?? (type === 'directory' ? 0o755 : 0o644)) & 0o1777;
+
 /**
- * Extracts a tar stream under `base` without ever following a symlink below it: names are
+ * Writes archive entries under `base` without ever following a symlink below it: names are
  * relative and free of '..', every existing parent component is lstat-ed and must be a real
- * directory, symlink entries are created as symlinks and never written through.
+ * directory, symlink entries are created as symlinks and never written through. Directories are
+ * created owner-writable and get their modes in finish(), so an entry can land in a 0o500 one.
  */
-export async function extractTarSafely(input: Readable, base: string, opts: ExtractOptions): Promise<void> {
-  const label = opts.label ?? base;
-  const unsafe = (name: string, why: string) =>
-    new ExecutionError(`copyOut: archive entry ${JSON.stringify(name)} would leave ${label} (${why})`);
-  const dirModes: Array<[string, number]> = [];
-  const extract = tar.extract();
-  input.on('error', (e) => extract.destroy(e));
-  input.pipe(extract);
-  try {
-    for await (const entry of extract) {
-      const h = entry.header;
+export class SafeExtractor {
+  private readonly dirModes: Array<[string, number]> = [];
+  private readonly label: string;
+
+  constructor(
+    private readonly base: string,
+    private readonly opts: ExtractOptions,
+  ) {
+    this.label = opts.label ?? base;
+  }
+
+  private unsafe(name: string, why: string): ExecutionError {
+    return new ExecutionError(`copyOut: archive entry ${JSON.stringify(name)} would leave ${this.label} (${why})`);
+  }
+
+  async add(h: EntryHeader, body: AsyncIterable<unknown>): Promise<void> {
+    const { base, opts } = this;
+    const raw = h.name;
+    if (raw.startsWith('/') || raw.includes('\0')) throw this.unsafe(raw, 'absolute name');
+    const parts0 = raw.split('/').filter((p) => p !== '' && p !== '.');
+    if (parts0.includes('..')) throw this.unsafe(raw, "'..' in the name");
+    const name = parts0.join('/');
+    if (!name) return;
+    let rel = opts.map ? opts.map(name, h.type ?? 'file') : name;
+    if (rel === null) rel = name;
+    if (rel === '') return;
+    const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..') || path.isAbsolute(rel) || parts.length === 0) throw this.unsafe(raw, 'bad name');
+    // Every parent: an existing real directory, or created here.
+    let cur = base;
+    for (const p of parts.slice(0, -1)) {
+      cur = path.join(cur, p);
+      let st: fs.Stats | undefined;
       try {
-        const raw = h.name;
-        if (raw.startsWith('/') || raw.includes('\0')) throw unsafe(raw, 'absolute name');
-        const parts0 = raw.split('/').filter((p) => p !== '' && p !== '.');
-        if (parts0.includes('..')) throw unsafe(raw, "'..' in the name");
-        const name = parts0.join('/');
-        if (!name) continue;
-        let rel = opts.map ? opts.map(name, h.type ?? 'file') : name;
-        if (rel === null) rel = name;
-        if (rel === '') continue;
-        const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-        if (parts.includes('..') || path.isAbsolute(rel) || parts.length === 0) throw unsafe(raw, 'bad name');
-        // Every parent: an existing real directory, or created here.
-        let cur = base;
-        for (const p of parts.slice(0, -1)) {
-          cur = path.join(cur, p);
-          let st: fs.Stats | undefined;
-          try {
-            st = fs.lstatSync(cur);
-          } catch {
-            fs.mkdirSync(cur, { mode: 0o755 });
-            continue;
-          }
-          if (st.isSymbolicLink()) throw unsafe(raw, `${path.relative(base, cur)} is a symlink`);
-          if (!st.isDirectory()) throw unsafe(raw, `${path.relative(base, cur)} is not a directory`);
-        }
-        const target = path.join(cur, parts[parts.length - 1]!);
-        if (path.relative(base, target).startsWith('..')) throw unsafe(raw, 'outside');
-        let existing: fs.Stats | undefined;
-        try {
-          existing = fs.lstatSync(target);
-        } catch {
+        st = fs.lstatSync(cur);
+      } catch {
+        fs.mkdirSync(cur, { mode: 0o755 });
+        continue;
+      }
+      if (st.isSymbolicLink()) throw this.unsafe(raw, `${path.relative(base, cur)} is a symlink`);
+      if (!st.isDirectory()) throw this.unsafe(raw, `${path.relative(base, cur)} is not a directory`);
+    }
+    const target = path.join(cur, parts[parts.length - 1]!);
+    if (path.relative(base, target).startsWith('..')) throw this.unsafe(raw, 'outside');
+    let existing: fs.Stats | undefined;
+    try {
+      existing = fs.lstatSync(target);
+    } catch {
+      existing = undefined;
+    }
+    const mode = modeOf(h, h.type);
+    const refuse = () =>
+      new ExecutionError(`copyOut: ${path.relative(base, target) || target} already exists in ${this.label} and overwrite is false`);
+    switch (h.type) {
+      case 'directory': {
+        if (existing && !existing.isDirectory()) {
+          if (!opts.overwrite) throw refuse();
+          fs.rmSync(target, { recursive: true, force: true });
           existing = undefined;
         }
-        const mode = (h.mode ?? 0o644) & 0o1777;
-        const refuse = () => new ExecutionError(`copyOut: ${path.relative(base, target) || target} already exists in ${label} and overwrite is false`);
-        switch (h.type) {
-          case 'directory': {
-            if (existing && !existing.isDirectory()) {
-              if (!opts.overwrite) throw refuse();
-              fs.rmSync(target, { recursive: true, force: true });
-              existing = undefined;
-            }
-            if (!existing) fs.mkdirSync(target, { mode: 0o700 });
-            dirModes.push([target, mode]);
-            break;
-          }
-          case 'file':
-          case 'contiguous-file': {
-            if (existing) {
-              if (!opts.overwrite) throw refuse();
-              if (existing.isDirectory()) throw new ExecutionError(`copyOut: cannot overwrite directory ${target} with a file`);
-              fs.unlinkSync(target); // a symlink is removed, never written through
-            }
-            // 'wx' = O_CREAT|O_EXCL: fails rather than follow anything that appeared meanwhile.
-            const fh = await fs.promises.open(target, 'wx', mode);
-            try {
-              for await (const chunk of entry) await fh.write(chunk as Buffer);
-              await fh.chmod(mode);
-            } finally {
-              await fh.close();
-            }
-            if (h.mtime) fs.utimesSync(target, h.mtime, h.mtime);
-            break;
-          }
-          case 'symlink': {
-            if (existing) {
-              if (!opts.overwrite) throw refuse();
-              if (existing.isDirectory()) throw new ExecutionError(`copyOut: cannot overwrite directory ${target} with a symlink`);
-              fs.unlinkSync(target);
-            }
-            fs.symlinkSync(h.linkname ?? '', target);
-            break;
-          }
-          case 'link': {
-            // A hard link to an earlier entry: it must resolve inside base with no symlink on the way.
-            const lraw = h.linkname ?? '';
-            const lparts0 = lraw.split('/').filter((p) => p !== '' && p !== '.');
-            if (lraw.startsWith('/') || lparts0.includes('..')) throw unsafe(raw, 'hard link target outside');
-            let lrel = opts.map ? opts.map(lparts0.join('/'), 'file') : lparts0.join('/');
-            if (lrel === null) lrel = lparts0.join('/');
-            const lparts = lrel.split('/').filter((p) => p !== '' && p !== '.');
-            if (!lparts.length || lparts.includes('..')) throw unsafe(raw, 'hard link target outside');
-            let lc = base;
-            for (const p of lparts) {
-              lc = path.join(lc, p);
-              const st = fs.lstatSync(lc);
-              if (st.isSymbolicLink()) throw unsafe(raw, 'hard link through a symlink');
-            }
-            if (!fs.lstatSync(lc).isFile()) throw unsafe(raw, 'hard link to a non-file');
-            if (existing) {
-              if (!opts.overwrite) throw refuse();
-              fs.unlinkSync(target);
-            }
-            fs.linkSync(lc, target);
-            break;
-          }
-          default:
-            break; // devices, fifos: not copied
-        }
-      } finally {
-        entry.resume();
+        if (!existing) fs.mkdirSync(target, { mode: 0o700 });
+        this.dirModes.push([target, opts.ownerAccess ? mode | 0o700 : mode]);
+        break;
       }
+      case 'file':
+      case 'contiguous-file': {
+        if (existing) {
+          if (!opts.overwrite) throw refuse();
+          if (existing.isDirectory()) throw new ExecutionError(`copyOut: cannot overwrite directory ${target} with a file`);
+          fs.unlinkSync(target); // a symlink is removed, never written through
+        }
+        // 'wx' = O_CREAT|O_EXCL: fails rather than follow anything that appeared meanwhile.
+        const fh = await fs.promises.open(target, 'wx', 0o600);
+        try {
+          for await (const chunk of body) await fh.write(chunk as Buffer);
+          await fh.chmod(mode);
+        } finally {
+          await fh.close();
+        }
+        if (h.mtime) fs.utimesSync(target, h.mtime, h.mtime);
+        break;
+      }
+      case 'symlink': {
+        if (existing) {
+          if (!opts.overwrite) throw refuse();
+          if (existing.isDirectory()) throw new ExecutionError(`copyOut: cannot overwrite directory ${target} with a symlink`);
+          fs.unlinkSync(target);
+        }
+        fs.symlinkSync(h.linkname ?? '', target);
+        break;
+      }
+      case 'link': {
+        // A hard link to an earlier entry: it must resolve inside base with no symlink on the way.
+        const lraw = h.linkname ?? '';
+        const lparts0 = lraw.split('/').filter((p) => p !== '' && p !== '.');
+        if (lraw.startsWith('/') || lparts0.includes('..')) throw this.unsafe(raw, 'hard link target outside');
+        let lrel = opts.map ? opts.map(lparts0.join('/'), 'file') : lparts0.join('/');
+        if (lrel === null) lrel = lparts0.join('/');
+        const lparts = lrel.split('/').filter((p) => p !== '' && p !== '.');
+        if (!lparts.length || lparts.includes('..')) throw this.unsafe(raw, 'hard link target outside');
+        let lc = base;
+        for (const p of lparts) {
+          lc = path.join(lc, p);
+          const st = fs.lstatSync(lc);
+          if (st.isSymbolicLink()) throw this.unsafe(raw, 'hard link through a symlink');
+        }
+        if (!fs.lstatSync(lc).isFile()) throw this.unsafe(raw, 'hard link to a non-file');
+        if (existing) {
+          if (!opts.overwrite) throw refuse();
+          fs.unlinkSync(target);
+        }
+        fs.linkSync(lc, target);
+        break;
+      }
+      default:
+        break; // devices, fifos: not copied
     }
-  } catch (err) {
-    input.unpipe(extract);
-    input.destroy();
-    extract.destroy();
-    throw err;
-  } finally {
-    for (let i = dirModes.length - 1; i >= 0; i--) {
+  }
+
+  /** Gives the directories their modes, deepest first (also after a failure). */
+  finish(): void {
+    for (let i = this.dirModes.length - 1; i >= 0; i--) {
       try {
-        fs.chmodSync(dirModes[i]![0], dirModes[i]![1]);
+        fs.chmodSync(this.dirModes[i]![0], this.dirModes[i]![1]);
       } catch {
         // removed meanwhile
       }
     }
+    this.dirModes.length = 0;
+  }
+}
+
+/** Counts the bytes going through; past `max` it fails with a CopyLimitError. */
+export function byteLimit(max: number, what: string): Transform {
+  let n = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.length;
+      if (n > max) cb(new CopyLimitError(`${what}: the archive exceeds the limit of ${max} bytes`, 'bytes', max));
+      else cb(null, chunk);
+    },
+  });
+}
+
+/** Extracts a tar stream under `base` with SafeExtractor's checks, within opts.maxBytes / maxEntries. */
+export async function extractTarSafely(input: Readable, base: string, opts: ExtractOptions): Promise<void> {
+  const out = new SafeExtractor(base, opts);
+  const extract = tar.extract();
+  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = [input];
+  if (opts.maxBytes !== undefined) stages.push(byteLimit(opts.maxBytes, 'copyOut'));
+  // The stage that fails first says why (a limit, the source's error); extract only echoes it.
+  let first: unknown;
+  for (const s of stages) (s as Readable).once('error', (e: unknown) => (first ??= e));
+  // pipeline: an error or early close of any stage destroys the others, so the loop below ends.
+  const piped = (pipeline as (streams: ReadonlyArray<NodeJS.ReadableStream | NodeJS.WritableStream>) => Promise<void>)([...stages, extract]).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  let entries = 0;
+  try {
+    for await (const entry of extract) {
+      try {
+        if (opts.maxEntries !== undefined && ++entries > opts.maxEntries) {
+          throw new CopyLimitError(`copyOut: the archive has more than ${opts.maxEntries} entries`, 'entries', opts.maxEntries);
+        }
+        await out.add(entry.header, entry);
+      } finally {
+        entry.resume();
+      }
+    }
+    const err = await piped;
+    if (err) throw err;
+  } catch (err) {
+    // Not awaited: the source may only settle once its producer is stopped (the caller's job).
+    input.destroy();
+    extract.destroy();
+    throw first instanceof BoxliteError ? first : err;
+  } finally {
+    out.finish();
   }
 }
 
@@ -441,6 +530,8 @@ export async function copyOut(box: CopyTarget, guestSrc: string, hostDest: strin
       overwrite: o.overwrite,
       map,
       label: hostDest,
+      maxBytes: options?.maxBytes,
+      maxEntries: options?.maxEntries,
     });
   } catch (err) {
     extractError = err;

@@ -16,6 +16,7 @@ import { notImplemented, unsupportedVolumes, type VolumeHandle } from './handles
 import { Images } from './images.js';
 import { normalizeBoxOptions, normalizeSecrets, type BoxOptions } from './options.js';
 import { writeSecretValues } from './secrets.js';
+import { RestRuntime, type RestRuntimeOptions } from '../rest/client/runtime.js';
 
 /** `JsOptions` of @boxlite-ai/boxlite. */
 export interface RuntimeOptions {
@@ -123,14 +124,12 @@ export class JsBoxlite {
   }
 
   /**
-   * A runtime on a remote BoxLite REST server (issue 10). Throws Unsupported until then; the
-   * options are checked first so a malformed call is reported as such.
+   * A runtime on a remote BoxLite REST server (src/rest/client/): the same API, spoken over the
+   * reference's REST wire. Typed as JsBoxlite so programs (and SimpleBox) take either; the
+   * members only a local runtime has (home, systemInfo) are absent on it.
    */
   static rest(options: { url: string; credential?: unknown; pathPrefix?: string }): JsBoxlite {
-    if (!options || typeof options.url !== 'string' || options.url.length === 0) {
-      throw new InvalidArgumentError('JsBoxlite.rest needs BoxliteRestOptions with a url');
-    }
-    throw new UnsupportedError('REST runtime (JsBoxlite.rest) not implemented yet');
+    return new RestRuntime(options as RestRuntimeOptions) as unknown as JsBoxlite;
   }
 
   /** Imports a box from a `.boxlite` archive (issue 11): rejects with Unsupported until then. */

@@ -205,46 +205,54 @@ export class LocalTunnelForwarder implements TunnelForwarderHandle {
 }
 
 /**
+ * Opens one connection of a tunnel: the socket (paused, past its handshake) and any guest bytes
+ * that came with the answer. A remote (REST) tunnel is one of these instead of a socket path.
+ */
+export type TunnelOpener = () => Promise<{ socket: net.Socket; head: Buffer }>;
+
+/**
  * The reference's `JsBoxTunnel` (native-contracts `NativeBoxTunnel`): prepared for one guest
  * port of one box, consumed by connect() or forward(). Local tunnels have no URI.
  */
 export class JsBoxTunnel implements BoxTunnelHandle {
   private consumed = false;
 
-  /** @internal Made by `box.network.tunnel(port)`. */
+  /** @internal Made by `box.network.tunnel(port)`; `remote` by the REST client's. */
   constructor(
     private readonly socketPath?: string,
     private readonly port?: number,
+    private readonly remote?: { open: TunnelOpener; uri: string },
   ) {}
 
   uri(): string | null {
-    return null;
+    return this.remote?.uri ?? null;
   }
 
-  private take(what: string): { socketPath: string; port: number } {
-    if (this.socketPath === undefined || this.port === undefined) {
+  private take(what: string): { open: TunnelOpener; port: number } {
+    const { socketPath, port, remote } = this;
+    if (port === undefined || (socketPath === undefined && !remote)) {
       throw new InvalidArgumentError(`BoxTunnel.${what}: make tunnels with box.network.tunnel(port)`);
     }
     if (this.consumed) throw new InvalidStateError(`BoxTunnel.${what}: the tunnel was already used (a tunnel is one-shot; ask box.network.tunnel(port) for another)`);
     this.consumed = true;
-    return { socketPath: this.socketPath, port: this.port };
+    return { open: remote?.open ?? (() => openTunnel(socketPath!, port)), port };
   }
 
   async connect(): Promise<BoxConnection> {
-    const { socketPath, port } = this.take('connect');
-    const { socket, head } = await openTunnel(socketPath, port);
+    const { open, port } = this.take('connect');
+    const { socket, head } = await open();
     return new TunnelConnection(socket, head, port);
   }
 
   async forward(listen: SocketAddress): Promise<TunnelForwarderHandle> {
     const options = listenOptions(listen);
-    const { socketPath, port } = this.take('forward');
+    const { open } = this.take('forward');
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     let forwarder: LocalTunnelForwarder | undefined;
     server.on('connection', (local) => {
       forwarder?.track(local);
       local.on('error', () => local.destroy());
-      openTunnel(socketPath, port).then(
+      open().then(
         ({ socket, head }) => {
           forwarder?.track(socket);
           if (local.destroyed) return socket.destroy();

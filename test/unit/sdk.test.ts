@@ -135,10 +135,10 @@ describe('SimpleBox constructor', () => {
 });
 
 describe('box types, REST, import, volumes, snapshots, tunnels', () => {
-  it('JsBoxlite.rest checks its options, then throws Unsupported', () => {
+  it('JsBoxlite.rest checks its options and returns a REST runtime (test/unit/rest-client*.test.ts)', () => {
     const options = new BoxliteRestOptions({ url: 'http://127.0.0.1:8100', credential: new ApiKeyCredential('k'), pathPrefix: 'acme' });
     expect([options.url, options.pathPrefix, options.credential?.getToken()]).toEqual(['http://127.0.0.1:8100', 'acme', { token: 'k', expiresAt: null }]);
-    expect(() => JsBoxlite.rest(options)).toThrow('unsupported: REST runtime (JsBoxlite.rest) not implemented yet');
+    expect(typeof JsBoxlite.rest(options).listInfo).toBe('function');
     expect(() => JsBoxlite.rest({} as never)).toThrow(/^invalid argument: JsBoxlite.rest needs BoxliteRestOptions with a url/);
   });
 
