@@ -105,4 +105,6 @@ export {
   ERROR_TABLE,
   type ErrorCode,
 } from './errors/index.js';
+/** Fast start (docs/fast-start.md): make a box shape's template ahead of time. */
+export { warmTemplate, type WarmResult } from './runtime/faststart.js';
 export * from './sdk/constants.js';

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
@@ -90,6 +91,10 @@ void boot_load_modules(const char *dir)
 		}
 		if (fd >= 0)
 			close(fd);
+		/* Loaded (or not loadable): the file is dead weight in the
+		 * initramfs's RAM for the box's whole life, and in every
+		 * template's saved state (each restore reads it back). */
+		unlink(path);
 		free(names[i]);
 	}
 	log_info("loaded %u of %zu kernel modules", loaded, n);
@@ -102,6 +107,18 @@ static void set_value(char *dst, size_t cap, const char *val)
 		dst[0] = '\0';
 	}
 }
+
+/* The C library has no kernel headers here: the ioctl numbers of
+ * <linux/fs.h> and <linux/random.h>. */
+#ifndef BLKFLSBUF
+#define BLKFLSBUF _IO(0x12, 97)
+#endif
+#ifndef RNDADDENTROPY
+#define RNDADDENTROPY _IOW('R', 0x03, int[2])
+#endif
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07)
+#endif
 
 static int hexval(char c)
 {
@@ -206,13 +223,20 @@ static void parse_limit(struct boot_config *bc, const char *val)
 
 void boot_parse_cmdline(struct boot_config *bc)
 {
-	memset(bc, 0, sizeof(*bc));
-	snprintf(bc->root, sizeof(bc->root), "/dev/vda");
 	char line[4096];
 	if (read_small_file("/proc/cmdline", line, sizeof(line)) < 0) {
+		memset(bc, 0, sizeof(*bc));
+		snprintf(bc->root, sizeof(bc->root), "/dev/vda");
 		log_err("read /proc/cmdline: %s", strerror(errno));
 		return;
 	}
+	boot_parse_words(bc, line);
+}
+
+void boot_parse_words(struct boot_config *bc, char *line)
+{
+	memset(bc, 0, sizeof(*bc));
+	snprintf(bc->root, sizeof(bc->root), "/dev/vda");
 	char *save = NULL;
 	for (char *tok = strtok_r(line, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
 		if (strncmp(tok, "boxlite.root=", 13) == 0)
@@ -237,6 +261,12 @@ void boot_parse_cmdline(struct boot_config *bc)
 			bc->trust = 1;
 		else if (strcmp(tok, "boxlite.debug") == 0 || strcmp(tok, "boxlite.debug=1") == 0)
 			bc->debug = 1;
+		else if (strcmp(tok, "boxlite.template") == 0)
+			bc->template_boot = 1;
+		else if (strncmp(tok, "boxlite.time=", 13) == 0)
+			bc->time_ns = strtoull(tok + 13, NULL, 10);
+		else if (strncmp(tok, "boxlite.seed=", 13) == 0)
+			set_value(bc->seed, sizeof(bc->seed), tok + 13);
 	}
 }
 
@@ -356,4 +386,85 @@ void boot_poweroff(const char *target)
 	reboot(RB_AUTOBOOT);
 	for (;;)
 		pause();
+}
+
+void boot_reset_identity(const struct boot_config *bc)
+{
+	/* The saved guest's clock stopped when the template was saved. */
+	if (bc->time_ns) {
+		struct timespec ts = { .tv_sec = (time_t)(bc->time_ns / 1000000000ull),
+				       .tv_nsec = (long)(bc->time_ns % 1000000000ull) };
+		if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+			log_err("clock_settime: %s", strerror(errno));
+	}
+	/* Every restore starts with the template's CRNG state: without fresh
+	 * input and a forced reseed, two boxes would draw the same numbers. */
+	struct {
+		int entropy_count;
+		int buf_size;
+		unsigned char buf[128];
+	} e = { 0 };
+	size_t n = strlen(bc->seed) / 2;
+	if (n > sizeof(e.buf))
+		n = sizeof(e.buf);
+	for (size_t i = 0; i < n; i++) {
+		int hi = hexval(bc->seed[2 * i]), lo = hexval(bc->seed[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			n = i;
+			break;
+		}
+		e.buf[i] = (unsigned char)(hi << 4 | lo);
+	}
+	if (n == 0) {
+		log_err("RESUME without boxlite.seed: the RNG keeps the template's state");
+		return;
+	}
+	e.buf_size = (int)n;
+	e.entropy_count = (int)n * 8;
+	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_err("open /dev/urandom: %s", strerror(errno));
+		return;
+	}
+	if (ioctl(fd, RNDADDENTROPY, &e) < 0)
+		log_err("RNDADDENTROPY: %s", strerror(errno));
+	if (ioctl(fd, RNDRESEEDCRNG) < 0)
+		log_err("RNDRESEEDCRNG: %s", strerror(errno));
+	close(fd);
+	memset(&e, 0, sizeof(e));
+}
+
+void boot_forget_disk(const char *dev)
+{
+	/* The template VM probed its own disk (partition scan): drop whatever
+	 * the block device's cache holds, so the box's disk is read afresh. */
+	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (ioctl(fd, BLKFLSBUF, 0) < 0)
+		log_warn("BLKFLSBUF %s: %s", dev, strerror(errno));
+	close(fd);
+}
+
+int boot_sync_root(const char *dev, const char *target)
+{
+	/* A template saved with its root mounted: every page the guest wrote is
+	 * on the disk and the journal is committed before the save, so a copy of
+	 * the template's overlay is the disk this page cache describes. */
+	int rc = 0;
+	int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || syscall(SYS_syncfs, fd) < 0) {
+		log_err("syncfs %s: %s", target, strerror(errno));
+		rc = -1;
+	}
+	if (fd >= 0)
+		close(fd);
+	fd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0) {
+		log_err("fsync %s: %s", dev, strerror(errno));
+		rc = -1;
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }

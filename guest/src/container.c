@@ -442,12 +442,22 @@ static void wait_ready(int fd, pid_t pid, char *msg, size_t cap)
 		snprintf(msg, cap, "container init died during setup");
 }
 
+/* The init's root, taken while it is still the one pivot_root made (the root
+ * setns gives an execution): the agent reads users through it (exec.c). */
+static int open_root(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
 static int open_container_ns(struct container *c, pid_t pid)
 {
 	c->init_pid = pid;
 	c->ns_ipc = open_ns(pid, "ipc");
 	c->ns_uts = open_ns(pid, "uts");
 	c->ns_mnt = open_ns(pid, "mnt");
+	c->root_fd = open_root(pid); /* optional: without it executions read users themselves */
 	if (c->ns_ipc < 0 || c->ns_uts < 0 || c->ns_mnt < 0) {
 		snprintf(c->error, sizeof(c->error), "open namespaces of %d: %s", (int)pid, strerror(errno));
 		container_kill(c);
@@ -460,7 +470,7 @@ int container_start_main(const struct container_config *cfg, struct container *c
 			 struct exec_child *out, struct exec_failure *f)
 {
 	c->init_pid = -1;
-	c->ns_ipc = c->ns_uts = c->ns_mnt = -1;
+	c->ns_ipc = c->ns_uts = c->ns_mnt = c->root_fd = -1;
 	c->error[0] = '\0';
 	int rp[2] = { -1, -1 }, gp[2] = { -1, -1 };
 	int tty = (s->m->u.exec.flags & PROTO_EXEC_TTY) != 0;
@@ -503,6 +513,7 @@ int container_start_main(const struct container_config *cfg, struct container *c
 	c->ns_ipc = open_ns(out->pid, "ipc");
 	c->ns_uts = open_ns(out->pid, "uts");
 	c->ns_mnt = open_ns(out->pid, "mnt");
+	c->root_fd = open_root(out->pid);
 	if (c->ns_ipc < 0 || c->ns_uts < 0 || c->ns_mnt < 0) {
 		snprintf(c->error, sizeof(c->error), "open namespaces of %d: %s", (int)out->pid, strerror(errno));
 		container_kill(c); /* closes the fds; init_pid is not set yet, so nothing is killed */
@@ -549,7 +560,7 @@ fail:
 int container_start(const struct container_config *cfg, struct container *c)
 {
 	c->init_pid = -1;
-	c->ns_ipc = c->ns_uts = c->ns_mnt = -1;
+	c->ns_ipc = c->ns_uts = c->ns_mnt = c->root_fd = -1;
 	c->error[0] = '\0';
 
 	int p[2];
@@ -594,8 +605,8 @@ void container_kill(struct container *c)
 	if (c->init_pid > 0)
 		kill(c->init_pid, SIGKILL);
 	c->init_pid = -1;
-	int *fds[] = { &c->ns_ipc, &c->ns_uts, &c->ns_mnt };
-	for (size_t i = 0; i < 3; i++) {
+	int *fds[] = { &c->ns_ipc, &c->ns_uts, &c->ns_mnt, &c->root_fd };
+	for (size_t i = 0; i < 4; i++) {
 		if (*fds[i] >= 0)
 			close(*fds[i]);
 		*fds[i] = -1;

@@ -25,6 +25,7 @@ struct container_config {
 struct container {
 	pid_t init_pid; /* in the agent's pid namespace; -1 when there is none */
 	int ns_ipc, ns_uts, ns_mnt; /* O_CLOEXEC namespace fds for setns */
+	int root_fd;                /* O_PATH: the root an execution sees after setns; -1: none */
 	char error[256];            /* why there is no container */
 };
 

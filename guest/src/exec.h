@@ -15,6 +15,10 @@ struct exec_spec {
 	int switch_user;           /* resolve m->user and switch to it */
 	int drop_caps;             /* apply the capability baseline */
 	int tools_fd;              /* directory of the agent's toolbox (EXEC flag TOOL); -1: none */
+	/* The root the child will see (O_PATH): /etc/passwd and /etc/group are
+	 * read through it by the agent, cached until they change; -1: the child
+	 * reads them itself after joining the container. */
+	int root_fd;
 	/* Runs in the child first (the container init builds the container here).
 	 * With a TTY it returns the number of the pty the child then opens as its
 	 * terminal (the pty lives in the container's devpts, which only exists
@@ -29,6 +33,8 @@ struct exec_child {
 	int stdout_fd; /* from the child's stdout: pipe, or a dup of the pty master */
 	int stderr_fd; /* from the child's stderr: pipe; -1 with a TTY */
 	int status_fd; /* end of file once execvp succeeded, a failure record otherwise */
+	uint32_t nspid; /* the pid inside the child's pid namespace; 0: not known (exec_namespace_pid) */
+	int status_ready; /* the child has exec'd or failed already: status_fd reads final */
 };
 
 struct exec_failure {

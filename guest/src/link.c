@@ -49,6 +49,7 @@ static struct {
 	size_t queued;
 	uint8_t stage[STAGE_SIZE];
 	uint32_t withheld_features;
+	uint32_t extra_features;
 } L; /* zero-initialised (bss): the buffers must not bloat the binary */
 
 static int find_port(const char *name, char *dev, size_t cap)
@@ -112,6 +113,11 @@ int link_open_port(const char *name, unsigned wait_ms)
 	return 0;
 }
 
+void link_add_features(uint32_t mask)
+{
+	L.extra_features |= mask;
+}
+
 void link_withhold_features(uint32_t mask)
 {
 	L.withheld_features = mask & PROTO_FEAT_ALL;
@@ -134,10 +140,24 @@ size_t link_queued_bytes(void) { return L.queued; }
 
 /* ---- output queue ---- */
 
+/* Output chunks of a stage's size are kept for reuse: musl serves them with
+ * mmap and munmap (each a TLB flush, costly under TCG), and every read of
+ * an execution's output takes one, even the read that only finds its end. */
+#define SPARE_CHUNKS 8
+static struct link_chunk *spare[SPARE_CHUNKS];
+static int nspare;
+
 struct link_chunk *link_chunk_new(size_t payload_cap)
 {
 	size_t cap = PROTO_HEADER_SIZE + payload_cap;
-	struct link_chunk *c = malloc(sizeof(*c) + cap);
+	struct link_chunk *c = NULL;
+	if (cap > 1024 && cap <= STAGE_SIZE) {
+		cap = STAGE_SIZE;
+		if (nspare)
+			c = spare[--nspare];
+	}
+	if (!c)
+		c = malloc(sizeof(*c) + cap);
 	if (!c)
 		return NULL;
 	c->next = NULL;
@@ -148,7 +168,13 @@ struct link_chunk *link_chunk_new(size_t payload_cap)
 
 uint8_t *link_chunk_payload(struct link_chunk *c) { return c->data + PROTO_HEADER_SIZE; }
 
-void link_chunk_free(struct link_chunk *c) { free(c); }
+void link_chunk_free(struct link_chunk *c)
+{
+	if (c->cap == STAGE_SIZE && nspare < SPARE_CHUNKS)
+		spare[nspare++] = c;
+	else
+		free(c);
+}
 
 static void push_chunk(struct link_chunk *c)
 {
@@ -217,7 +243,7 @@ static void pop_head(void)
 		L.tail = NULL;
 	L.queued -= c->len - L.head_off;
 	L.head_off = 0;
-	free(c);
+	link_chunk_free(c);
 }
 
 static void consume_output(size_t n)
@@ -240,7 +266,7 @@ static struct link_chunk *hello_chunk(void)
 	struct proto_msg m = { .type = PROTO_HELLO, .stream = 0 };
 	m.u.hello.major = PROTO_MAJOR;
 	m.u.hello.minor = PROTO_MINOR;
-	m.u.hello.features = PROTO_FEAT_ALL & ~L.withheld_features;
+	m.u.hello.features = (PROTO_FEAT_ALL | L.extra_features) & ~L.withheld_features;
 	m.u.hello.version.ptr = (const uint8_t *)version;
 	m.u.hello.version.len = sizeof(version) - 1;
 	return encode_chunk(&m);

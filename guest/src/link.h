@@ -21,6 +21,8 @@ void link_set_handler(link_frame_fn fn);
 /* Leaves these bits out of our HELLO (host mode, --features): lets host tests
  * play an older agent without building one. */
 void link_withhold_features(uint32_t mask);
+/* Bits beyond PROTO_FEAT_ALL that this boot offers (RESUME in a template VM). */
+void link_add_features(uint32_t mask);
 
 /* Poll integration: fd and events to poll (fd -1: nothing to poll now). */
 int link_poll_fd(short *events);

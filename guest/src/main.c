@@ -17,10 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <stdint.h>
+#include <sys/syscall.h>
 
 #include "boot.h"
 #include "container.h"
@@ -34,10 +37,10 @@
 
 static int host_mode;
 static int sigfd = -1;
-static struct container ctr = { .init_pid = -1, .ns_ipc = -1, .ns_uts = -1, .ns_mnt = -1 };
+static struct container ctr = { .init_pid = -1, .ns_ipc = -1, .ns_uts = -1, .ns_mnt = -1, .root_fd = -1 };
 static int ns_fds[3];
 static char ptmx_path[64] = "/dev/ptmx";
-static struct stream_env senv;
+static struct stream_env senv = { .tools_fd = -1, .root_fd = -1 };
 /* boxlite.main: the container is created by the main process (EXEC flag MAIN). */
 static struct boot_config bc;
 static struct container_config main_cfg_store;
@@ -50,6 +53,12 @@ static char trust_pem[PROTO_MAX_PAYLOAD];
 static size_t trust_len;
 static int trust_waiting;
 static struct container_config trust_cfg_store;
+/* boxlite.template: booted as a template, the box's config comes in RESUME. */
+static int resume_pending;
+static int template_networking;
+/* boxlite.template.mounted: the template's root disk is mounted (and synced);
+ * a box restored from it brings a copy of that disk, so no mount, no cache drop. */
+static int template_mounted;
 
 static void usage(void)
 {
@@ -87,6 +96,7 @@ static void adopt_container(void)
 	ns_fds[2] = ctr.ns_mnt;
 	snprintf(ptmx_path, sizeof(ptmx_path), "/proc/%d/root/dev/pts/ptmx", (int)ctr.init_pid);
 	senv.ns_fds = ns_fds;
+	senv.root_fd = ctr.root_fd;
 	senv.unavailable = NULL;
 }
 
@@ -131,6 +141,55 @@ static void on_trust(struct proto_bytes d)
 	}
 }
 
+static void boot_container(int networking);
+
+/* RESUME: this VM was restored from a template; the payload holds the boot
+ * words (boxlite.root=, .ip=, .main, …) the box would have had on its
+ * command line, plus its clock and entropy. */
+static void on_resume(struct proto_bytes d)
+{
+	if (!resume_pending && !host_mode && d.len < PROTO_MAX_PAYLOAD && memmem(d.ptr, d.len, "boxlite.fork", 12)) {
+		/* box.fork(): this VM is a copy of a running one, under a new host. */
+		static char fw[PROTO_MAX_PAYLOAD + 1];
+		struct boot_config fb;
+		memset(&fb, 0, sizeof(fb));
+		memcpy(fw, d.ptr, d.len);
+		fw[d.len] = 0;
+		/* boxlite.fork.main=<id>: the new host adopts the main process on that
+		 * stream. Read before boot_parse_words(), which cuts the words up. */
+		const char *mw = strstr(fw, "boxlite.fork.main=");
+		uint32_t main_id = mw ? (uint32_t)strtoul(mw + 18, NULL, 10) : 0;
+		boot_parse_words(&fb, fw);
+		boot_reset_identity(&fb);
+		streams_detach_all(main_id);
+		log_info("RESUME: forked (clock, entropy reset; the old host's executions dropped; main %s)",
+			 main_id ? "adopted" : "detached");
+		return;
+	}
+	if (!resume_pending || host_mode) {
+		log_warn("RESUME: not a template boot, or already resumed; ignored");
+		return;
+	}
+	static char words[PROTO_MAX_PAYLOAD + 1];
+	memcpy(words, d.ptr, d.len);
+	words[d.len] = 0;
+	resume_pending = 0;
+	boot_parse_words(&bc, words);
+	log_set_debug(bc.debug);
+	boot_reset_identity(&bc);
+	int networking = template_networking;
+	if (bc.ip[0] && !networking)
+		networking = net_up_interface("eth0", bc.ip, bc.gw, 5000) == 0;
+	if (!template_mounted)
+		boot_forget_disk(bc.root);
+	/* A console line of its own: the bench tells this part from the mount by it. */
+	log_info(template_mounted ? "RESUME: clock, entropy reset (root already mounted)" : "RESUME: clock, entropy and disk cache reset");
+	senv.unavailable = NULL;
+	boot_container(networking);
+	streams_configure(&senv);
+	log_info("resumed from a template");
+}
+
 static void on_frame(const struct proto_msg *m)
 {
 	switch (m->type) {
@@ -150,6 +209,9 @@ static void on_frame(const struct proto_msg *m)
 		break;
 	case PROTO_TRUST:
 		on_trust(m->u.data);
+		break;
+	case PROTO_RESUME:
+		on_resume(m->u.data);
 		break;
 	case PROTO_SHUTDOWN:
 		shutdown_now();
@@ -185,6 +247,7 @@ static void reap(void)
 			snprintf(ctr.error, sizeof(ctr.error), "%s", main_cfg ? "the main process exited" : "container init exited");
 			senv.unavailable = ctr.error;
 			senv.ns_fds = NULL;
+			senv.root_fd = -1; /* closed by container_kill */
 			streams_configure(&senv);
 		}
 		streams_on_child_exit(pid, st);
@@ -219,6 +282,7 @@ static int start_main(struct exec_spec *s, struct exec_child *out, struct exec_f
 		ns_fds[2] = ctr.ns_mnt;
 		snprintf(ptmx_path, sizeof(ptmx_path), "/proc/%d/root/dev/pts/ptmx", (int)ctr.init_pid);
 		senv.ns_fds = ns_fds;
+		senv.root_fd = ctr.root_fd;
 		senv.unavailable = NULL;
 	} else {
 		log_err("container: %s", ctr.error);
@@ -258,28 +322,11 @@ static void setup_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static void vm_boot(void)
+/* The box-specific part of the boot: the root disk, the container (or its
+ * config, for a main process or a CA still to come), the execution policy. */
+static void boot_container(int networking)
 {
-	boot_early_mounts();
-	log_open_console();
-	log_info("starting, version %s", AGENT_VERSION);
-	/* Neither the agent nor the container init (forked from it, so it
-	 * inherits this) may be the OOM killer's victim; executions reset it. */
-	if (write_small_file("/proc/self/oom_score_adj", "-1000", 0644) < 0)
-		log_warn("oom_score_adj: %s", strerror(errno));
-	boot_load_modules("/lib/boxlite/modules");
-	boot_parse_cmdline(&bc);
-	log_set_debug(bc.debug);
-	senv.tools_fd = boot_open_tools();
-	if (boot_leave_initramfs() < 0)
-		log_err("staying on the initramfs root; the container will not start");
-
-	net_up_loopback();
-	int networking = 0;
-	if (bc.ip[0])
-		networking = net_up_interface("eth0", bc.ip, bc.gw, 5000) == 0;
-
-	if (boot_mount_root(bc.root, ROOT_MOUNT, 10000) == 0) {
+	if (template_mounted || boot_mount_root(bc.root, ROOT_MOUNT, 10000) == 0) {
 		struct container_config cfg = {
 			.rootdir = ROOT_MOUNT,
 			.hostname = "boxlite",
@@ -313,6 +360,7 @@ static void vm_boot(void)
 		ns_fds[2] = ctr.ns_mnt;
 		snprintf(ptmx_path, sizeof(ptmx_path), "/proc/%d/root/dev/pts/ptmx", (int)ctr.init_pid);
 		senv.ns_fds = ns_fds;
+		senv.root_fd = ctr.root_fd;
 	} else {
 		senv.unavailable = ctr.error;
 	}
@@ -323,6 +371,70 @@ static void vm_boot(void)
 	if (bc.have_caps)
 		exec_set_capabilities(bc.caps);
 	exec_set_limits(bc.limits, bc.nlimits);
+}
+
+static void vm_boot(void)
+{
+	boot_early_mounts();
+	log_open_console();
+	log_info("starting, version %s", AGENT_VERSION);
+	/* Neither the agent nor the container init (forked from it, so it
+	 * inherits this) may be the OOM killer's victim; executions reset it. */
+	if (write_small_file("/proc/self/oom_score_adj", "-1000", 0644) < 0)
+		log_warn("oom_score_adj: %s", strerror(errno));
+	boot_load_modules("/lib/boxlite/modules");
+	boot_parse_cmdline(&bc);
+	log_set_debug(bc.debug);
+	senv.tools_fd = boot_open_tools();
+	if (boot_leave_initramfs() < 0)
+		log_err("staying on the initramfs root; the container will not start");
+
+	net_up_loopback();
+	int networking = 0;
+	if (bc.ip[0])
+		networking = net_up_interface("eth0", bc.ip, bc.gw, 5000) == 0;
+	link_add_features(PROTO_FEAT_FORK | PROTO_FEAT_FORK_MAIN);
+	if (bc.template_boot) {
+		/* A template: everything up to here is the same for every box of
+		 * its shape; the host saves the VM now and each restore continues
+		 * in on_resume() with the box's own words. */
+		template_networking = networking;
+		resume_pending = 1;
+		snprintf(ctr.error, sizeof(ctr.error), "the box has not been resumed from its template yet");
+		senv.unavailable = ctr.error;
+		senv.ptmx = ptmx_path;
+		link_add_features(PROTO_FEAT_RESUME);
+		char cl[4096];
+		if (read_small_file("/proc/cmdline", cl, sizeof(cl)) > 0 && strstr(cl, "boxlite.template.mounted")) {
+			if (boot_mount_root(bc.root, ROOT_MOUNT, 10000) == 0 && boot_sync_root(bc.root, ROOT_MOUNT) == 0) {
+				template_mounted = 1;
+				/* The image is this template's own (its digest is in the key):
+				 * its shell and user database read now are in every restored
+				 * box's page cache, as they are on its disk copy. */
+				static const char *warm[] = { "/bin/sh", "/etc/passwd", "/etc/group" };
+				int rootfd = open(ROOT_MOUNT, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				for (size_t i = 0; rootfd >= 0 && i < sizeof(warm) / sizeof(warm[0]); i++) {
+					static char buf[65536];
+					/* The image's symlinks (/bin/sh -> /bin/busybox) resolve inside it. */
+					struct { uint64_t flags, mode, resolve; } how = { O_RDONLY | O_CLOEXEC, 0, 0x10 /* RESOLVE_IN_ROOT */ };
+					int wf = (int)syscall(437 /* openat2, every architecture */, rootfd, warm[i] + 1, &how, sizeof(how));
+					while (wf >= 0 && read(wf, buf, sizeof(buf)) > 0)
+						;
+					if (wf >= 0)
+						close(wf);
+				}
+				if (rootfd >= 0)
+					close(rootfd);
+				/* The host's builder waits for this line before it saves. */
+				log_info("template boot: root mounted and synced");
+			} else
+				log_err("template boot: root not mounted; this template must not be saved");
+		}
+		/* No zeroing of free memory: the host keeps a template's RAM in
+		 * a sparse file of its own, read by restores as pages are touched. */
+		log_info("template boot: waiting for RESUME");
+	} else
+		boot_container(networking);
 
 	while (link_open_port(PORT_NAME, 30000) < 0)
 		log_err("no virtio port named %s yet; still waiting", PORT_NAME);
@@ -350,6 +462,8 @@ static void host_setup(const char *socket_path, pid_t parent)
 	senv.tools_fd = open("/lib/boxlite/tools", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	senv.switch_user = geteuid() == 0;
 	senv.drop_caps = geteuid() == 0;
+	/* Executions see the host's root here: users come from its /etc. */
+	senv.root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	log_info("host mode, version %s, socket %s", AGENT_VERSION, socket_path);
 }
 

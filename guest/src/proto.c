@@ -25,6 +25,7 @@ const char *proto_type_name(uint8_t type)
 	case PROTO_SHUTDOWN: return "SHUTDOWN";
 	case PROTO_ERROR: return "ERROR";
 	case PROTO_TRUST: return "TRUST";
+	case PROTO_RESUME: return "RESUME";
 	case PROTO_EXEC: return "EXEC";
 	case PROTO_STARTED: return "STARTED";
 	case PROTO_STDIN: return "STDIN";
@@ -58,7 +59,7 @@ static void put32(uint8_t *p, uint32_t v)
 
 static int is_link_type(uint8_t type)
 {
-	return (type >= PROTO_HELLO && type <= PROTO_SHUTDOWN) || type == PROTO_TRUST;
+	return (type >= PROTO_HELLO && type <= PROTO_SHUTDOWN) || type == PROTO_TRUST || type == PROTO_RESUME;
 }
 
 int proto_check_header(const uint8_t *hdr, struct proto_header *out)
@@ -199,6 +200,7 @@ int proto_decode(const uint8_t *frame, size_t n, struct proto_msg *m)
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
 	case PROTO_TRUST:
+	case PROTO_RESUME:
 		m->u.data = rdrest(&r);
 		break;
 	case PROTO_SHUTDOWN:
@@ -272,7 +274,8 @@ static size_t payload_size(const struct proto_msg *m)
 	case PROTO_STDIN:
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
-	case PROTO_TRUST: return m->u.data.len;
+	case PROTO_TRUST:
+	case PROTO_RESUME: return m->u.data.len;
 	case PROTO_SHUTDOWN: return 0;
 	case PROTO_ERROR: return 4u + (size_t)m->u.error.message.len;
 	case PROTO_EXEC:
@@ -357,6 +360,7 @@ size_t proto_encode(const struct proto_msg *m, uint8_t *out, size_t cap)
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
 	case PROTO_TRUST:
+	case PROTO_RESUME:
 		wraw(&w, m->u.data.ptr, m->u.data.len);
 		break;
 	case PROTO_SHUTDOWN:
@@ -511,6 +515,7 @@ size_t proto_format(const struct proto_msg *m, char *out, size_t cap)
 	case PROTO_STDOUT:
 	case PROTO_STDERR:
 	case PROTO_TRUST:
+	case PROTO_RESUME:
 		tputs(&t, " data=");
 		tdata(&t, m->u.data);
 		break;

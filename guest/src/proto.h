@@ -29,6 +29,9 @@
 #define PROTO_FEAT_TOOL 0x10u /* EXEC flag TOOL: the agent toolbox */
 #define PROTO_FEAT_MAIN 0x20u /* EXEC flag MAIN: the image's main process as the container's PID 1 */
 #define PROTO_FEAT_TRUST 0x40u /* TRUST: a CA certificate added to the container's trust store */
+#define PROTO_FEAT_RESUME 0x80u /* RESUME: booted with boxlite.template, restorable (fast start); only such a boot advertises it */
+#define PROTO_FEAT_FORK 0x100u /* RESUME with boxlite.fork: a running VM's memory was copied into a new VM (box.fork()) */
+#define PROTO_FEAT_FORK_MAIN 0x200u /* RESUME word boxlite.fork.main=<id>: the main process re-keyed to that stream, STARTED again */
 #define PROTO_FEAT_ALL \
 	(PROTO_FEAT_EXEC | PROTO_FEAT_TTY | PROTO_FEAT_WINDOW | PROTO_FEAT_TIMEOUT | PROTO_FEAT_TOOL | PROTO_FEAT_MAIN | \
 	 PROTO_FEAT_TRUST)
@@ -45,6 +48,7 @@ enum proto_type {
 	PROTO_SHUTDOWN = 0x04,
 	PROTO_ERROR = 0x05,
 	PROTO_TRUST = 0x06, /* stream 0, host to agent: PEM certificates (the box's secrets CA) */
+	PROTO_RESUME = 0x07, /* stream 0, host to agent: a restored template's boot words (docs/fast-start.md) */
 	PROTO_EXEC = 0x10,
 	PROTO_STARTED = 0x11,
 	PROTO_STDIN = 0x12,
@@ -101,7 +105,7 @@ struct proto_msg {
 			uint32_t features;
 			struct proto_bytes version;
 		} hello;
-		struct proto_bytes data; /* PING PONG STDIN STDOUT STDERR TRUST */
+		struct proto_bytes data; /* PING PONG STDIN STDOUT STDERR TRUST RESUME */
 		struct {
 			struct proto_bytes message;
 		} error;

@@ -36,6 +36,7 @@ struct stream {
 	int in_eof;      /* host ended stdin */
 	int in_eof_done; /* ... and we passed that on */
 	int exited, wstatus, timed_out, spawn_failed;
+	int is_main;
 	uint32_t timeout_ms;
 	uint64_t deadline;
 };
@@ -349,6 +350,7 @@ static void on_exec(const struct proto_msg *m)
 	struct exec_spec spec = {
 		.m = m, .ns_fds = env.ns_fds, .ptmx = env.ptmx,
 		.switch_user = env.switch_user, .drop_caps = env.drop_caps, .tools_fd = env.tools_fd,
+		.root_fd = env.root_fd,
 	};
 	struct exec_child child;
 	struct exec_failure f;
@@ -359,9 +361,11 @@ static void on_exec(const struct proto_msg *m)
 		return;
 	}
 	s->id = id;
+	s->is_main = is_main;
 	s->pid = child.pid;
-	/* Read now: the child cannot have been reaped yet, /proc/<pid> exists. */
-	s->nspid = exec_namespace_pid(child.pid);
+	/* Read now if the child did not say: it cannot have been reaped yet,
+	 * /proc/<pid> exists. */
+	s->nspid = child.nspid ? child.nspid : exec_namespace_pid(child.pid);
 	s->tty = (m->u.exec.flags & PROTO_EXEC_TTY) != 0;
 	s->status_fd = child.status_fd;
 	s->in_fd = child.stdin_fd;
@@ -374,6 +378,10 @@ static void on_exec(const struct proto_msg *m)
 	streams = s;
 	nstreams++;
 	log_debug("stream %u: pid %d (%u in container)", id, (int)s->pid, s->nspid);
+	/* The child already exec'd (or failed): STARTED (or EXIT) goes out with
+	 * this loop's flush instead of after another poll. */
+	if (child.status_ready)
+		resolve_spawn(s);
 }
 
 static void on_window(struct stream *s, const struct proto_msg *m)
@@ -524,6 +532,50 @@ int streams_timeout_ms(uint64_t now)
 			best = (int)left;
 	}
 	return best;
+}
+
+void streams_detach_all(uint32_t main_id)
+{
+	struct stream *keep = NULL;
+	if (main_id) {
+		for (struct stream **pp = &streams; *pp; pp = &(*pp)->next) {
+			if ((*pp)->is_main) {
+				keep = *pp;
+				*pp = keep->next; /* out of the list while the rest goes */
+				nstreams--;
+				break;
+			}
+		}
+	}
+	while (streams) {
+		struct stream *s = streams;
+		if (s->is_main) {
+			/* Left open, never read again: closing them would end the
+			 * main process (EOF on stdin, SIGPIPE on output). */
+			s->in_fd = s->out_fd[0] = s->out_fd[1] = -1;
+		} else {
+			kill_group(s, SIGKILL);
+		}
+		free_stream(s);
+	}
+	if (!keep) {
+		if (main_id)
+			link_send_error(main_id, "no main process to adopt");
+		return;
+	}
+	/* The new host's stream: its credit starts afresh, and stdin bytes of the
+	 * old host belong to the old host's window, which nobody here returns. */
+	keep->id = main_id;
+	keep->credit[0] = keep->credit[1] = PROTO_OUTPUT_WINDOW;
+	keep->in_len = 0;
+	keep->next = NULL;
+	streams = keep;
+	nstreams = 1;
+	if (keep->started) {
+		struct proto_msg m = { .type = PROTO_STARTED, .stream = keep->id };
+		m.u.started.pid = keep->nspid;
+		link_send(&m);
+	}
 }
 
 void streams_kill_all(void)

@@ -20,6 +20,7 @@ struct stream_env {
 	int switch_user;         /* honour EXEC user */
 	int drop_caps;           /* capability baseline */
 	int tools_fd;            /* toolbox directory (EXEC flag TOOL); -1: none */
+	int root_fd;             /* the executions' root (O_PATH) for user lookups; -1: none */
 	const char *unavailable; /* non-NULL: why executions cannot start */
 	/* EXEC flag MAIN: starts the container with that process as its init (VM
 	 * mode); NULL: a MAIN runs like any execution (host mode). */
@@ -43,5 +44,10 @@ void streams_tick(void);
 int streams_timeout_ms(uint64_t now);
 /* SIGKILL every running execution's process group. */
 void streams_kill_all(void);
+/* A forked VM (RESUME with boxlite.fork): every stream was the old host's.
+ * Executions are killed; the main process runs on: re-keyed to stream
+ * main_id for the new host (STARTED again, fresh credit), or, with main_id 0,
+ * detached (never read again). main_id without a main process: ERROR on it. */
+void streams_detach_all(uint32_t main_id);
 
 #endif

@@ -22,7 +22,10 @@ import { registerBoxCommands } from './boxes.js';
 import { registerCpCommand } from './cp.js';
 import { registerImageCommands } from './images.js';
 import { registerNetworkCommands } from './network.js';
+import { registerSnapshotCommands } from './snapshots.js';
 import { registerServeCommand } from './serve.js';
+import { registerWarmCommand } from './warm.js';
+import { isManagedVolumeSource, registerVolumeCommands } from './volumes.js';
 import { readCredentials, registerAuthCommands, resolveRemote, restRuntimeFor, type RemoteFlags } from './auth.js';
 import { addRemoteOptions, attachMainRemote, checkRemoteCommand, remoteWhere } from './remote.js';
 import { RestRuntime } from '../rest/client/runtime.js';
@@ -93,8 +96,13 @@ function withExitCode(err: unknown): unknown {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-/** `-v HOST:GUEST[:ro|rw]` (docker's bind-mount form); the SDK validates the paths. */
-export function parseVolumeFlag(spec: string): { hostPath: string; guestPath: string; readOnly: boolean } {
+/**
+ * `-v HOST:GUEST[:ro|rw]` (docker's bind-mount form), or `-v NAME:GUEST[:ro]` for a managed volume
+ * (NAME without '/': docker's named volumes); the SDK validates the paths and resolves NAME.
+ */
+export function parseVolumeFlag(
+  spec: string,
+): { hostPath: string; guestPath: string; readOnly: boolean } | { managedVolume: string; guestPath: string; readOnly: boolean } {
   let rest = spec;
   let readOnly = false;
   const mode = /:(ro|rw)$/.exec(rest);
@@ -104,9 +112,11 @@ export function parseVolumeFlag(spec: string): { hostPath: string; guestPath: st
   }
   const colon = rest.lastIndexOf(':');
   if (colon <= 0 || colon === rest.length - 1) {
-    throw new ConfigError(`volume ${JSON.stringify(spec)} is malformed: expected HOST:GUEST[:ro]`);
+    throw new ConfigError(`volume ${JSON.stringify(spec)} is malformed: expected HOST:GUEST[:ro] or NAME:GUEST[:ro]`);
   }
-  return { hostPath: rest.slice(0, colon), guestPath: rest.slice(colon + 1), readOnly };
+  const source = rest.slice(0, colon);
+  if (isManagedVolumeSource(source)) return { managedVolume: source, guestPath: rest.slice(colon + 1), readOnly };
+  return { hostPath: source, guestPath: rest.slice(colon + 1), readOnly };
 }
 
 /** `-e KEY=VALUE`, or `-e KEY` to pass the host's value through (docker semantics). */
@@ -311,7 +321,10 @@ export function buildProgram(result: { exitCode: number; command?: string }): Co
   registerCpCommand(program, act, runtimeFrom);
   registerImageCommands(program, act, runtimeFrom);
   registerNetworkCommands(program, act, runtimeFrom);
+  registerSnapshotCommands(program, act, runtimeFrom);
   registerServeCommand(program, act, serveRuntimeFrom);
+  registerWarmCommand(program, act, runtimeFrom);
+  registerVolumeCommands(program, act, runtimeFrom);
   registerAuthCommands(program, act);
   addRemoteOptions(program);
   return program;
@@ -354,7 +367,7 @@ function addBoxOptionFlags(cmd: Command): Command {
     .option('--cpus <n>', 'number of vCPUs', intOption('cpus'))
     .option('--memory <mib>', 'memory in MiB', intOption('memory'))
     .option('--disk-size <gb>', 'root disk size in GB (the file system grows to fill it)', intOption('disk-size'))
-    .option('-v, --volume <HOST:GUEST[:ro]>', 'share a host directory into the box (repeatable; ro: read-only)', collect)
+    .option('-v, --volume <HOST:GUEST[:ro]>', 'share a host directory, or mount managed volume NAME (no "/"), into the box (repeatable; ro: read-only)', collect)
     .addOption(new Option('--network <mode>', 'network mode').choices(['enabled', 'none']).default('enabled'))
     .option('-p, --publish <[HOST:]GUEST[/tcp|udp]>', 'publish a guest port on host 127.0.0.1 (repeatable; HOST 0 or absent: any free port)', collect)
     .option('--allow-net <PATTERN[,PATTERN]>', 'only let the box reach these hosts: name, *.wildcard, IPv4 or CIDR (repeatable; default: everything)', collect)

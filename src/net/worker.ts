@@ -576,7 +576,7 @@ function listenUnix(server: net.Server, socketPath: string): Promise<void> {
   });
 }
 
-function runWorker(init: WorkerInit): void {
+export function runWorker(init: WorkerInit): void {
   const port = parentPort!;
   const post = (m: WorkerMessage) => port.postMessage(m);
   let worker: NetWorker | undefined;

@@ -20,6 +20,8 @@ export const Feature = {
   MAIN: 0x20,
   /** TRUST: a CA certificate the agent adds to the container's trust store (secrets). */
   TRUST: 0x40,
+  /** RESUME: a template boot (boxlite.template), restorable for fast start; only such a boot advertises it. */
+  RESUME: 0x80,
 } as const;
 
 export const MsgType = {
@@ -30,6 +32,8 @@ export const MsgType = {
   ERROR: 0x05,
   /** Stream 0, host to agent: PEM CA certificates for the container's trust store. */
   TRUST: 0x06,
+  /** Stream 0, host to agent: a restored template's boot words (docs/fast-start.md). */
+  RESUME: 0x07,
   EXEC: 0x10,
   STARTED: 0x11,
   STDIN: 0x12,
@@ -63,7 +67,7 @@ export type Message =
       env: string[];
     }
   | { type: 'STARTED'; stream: number; pid: number }
-  | { type: 'STDIN' | 'STDOUT' | 'STDERR' | 'TRUST'; stream: number; data: Buffer }
+  | { type: 'STDIN' | 'STDOUT' | 'STDERR' | 'TRUST' | 'RESUME'; stream: number; data: Buffer }
   | { type: 'EXIT'; stream: number; code: number; signal: number; reason: number; message: string }
   | { type: 'SIGNAL'; stream: number; signo: number }
   | { type: 'RESIZE'; stream: number; rows: number; cols: number }
@@ -93,7 +97,7 @@ export class ProtocolDecodeError extends Error {
   }
 }
 
-const LINK_TYPES = new Set<MessageName>(['HELLO', 'PING', 'PONG', 'SHUTDOWN', 'TRUST']);
+const LINK_TYPES = new Set<MessageName>(['HELLO', 'PING', 'PONG', 'SHUTDOWN', 'TRUST', 'RESUME']);
 
 class Writer {
   private parts: Buffer[] = [];
@@ -204,6 +208,7 @@ function encodePayload(m: Message): Buffer {
     case 'STDOUT':
     case 'STDERR':
     case 'TRUST':
+    case 'RESUME':
     case 'CONTROL':
     case 'REPLY':
       return w.data(m.data).done();
@@ -260,6 +265,7 @@ function decodePayload(name: MessageName, stream: number, payload: Buffer): Mess
     case 'STDOUT':
     case 'STDERR':
     case 'TRUST':
+    case 'RESUME':
     case 'CONTROL':
     case 'REPLY':
       m = { type: name, stream, data: r.rest() };
@@ -395,6 +401,7 @@ export function canonical(m: Message): string {
     case 'STDOUT':
     case 'STDERR':
     case 'TRUST':
+    case 'RESUME':
     case 'CONTROL':
     case 'REPLY':
       return `${head} data=${m.data.toString('hex')}`;

@@ -7,6 +7,7 @@ import {
   InvalidStateError,
   PortalError,
   StoppedError,
+  StorageError,
   toBoxliteError,
   UnsupportedError,
 } from '../errors/index.js';
@@ -31,7 +32,12 @@ import { defaultCommand, execEnvironment } from './image.js';
 import { readSecretValues, secretEnvironment } from './secrets.js';
 import { copyIn, copyOut, type CopyOptions } from './copy.js';
 import { BoxNetwork } from '../sdk/network.js';
-import { notImplemented, unsupportedSnapshots, type BoxNetworkHandle, type CloneOptions, type ExportOptions, type SnapshotHandle } from './handles.js';
+import type { BoxNetworkHandle, CloneOptions, ExportOptions, SnapshotHandle } from './handles.js';
+import { BoxSnapshots, cloneRecord, collectBases } from './snapshots.js';
+import { exportArchive } from './archive.js';
+import { forkRecord } from './fork.js';
+import { launchWithFallback, withFastStart } from './faststart.js';
+import { healthStatusOf, lifecycleConfig, pauseBox } from './lifecycle.js';
 
 export type BoxRecordT = BoxRecord<NormalizedBoxOptions, BoxImage>;
 
@@ -82,7 +88,7 @@ export interface BoxInfo {
 /** The box as a VM, in terms that name no hypervisor (only src/vmm/ turns it into QEMU arguments). */
 export function vmPlan(
   options: NormalizedBoxOptions,
-  paths: Pick<BoxPaths, 'disk' | 'agentSocket' | 'consoleLog'>,
+  paths: Pick<BoxPaths, 'disk' | 'agentSocket' | 'consoleLog'> & Partial<Pick<BoxPaths, 'qmpSocket'>>,
   assets: Pick<GuestAssets, 'kernelPath' | 'initrdPath'>,
   accel: AccelKind,
   mainProcess = false,
@@ -115,6 +121,8 @@ export function vmPlan(
         : [],
     console: { logPath: paths.consoleLog },
     agent: { socketPath: paths.agentSocket },
+    // QMP: pause/resume (src/runtime/lifecycle.ts) ask the shim, which asks QEMU here.
+    ...(paths.qmpSocket ? { controlSocketPath: paths.qmpSocket } : {}),
     ...guestPolicy(options),
     ...(options.seccomp ? { seccomp: true } : {}),
     ...(options.jail ? { jail: true } : {}),
@@ -234,7 +242,7 @@ export interface BoxMetrics {
  */
 function publishedPortsOf(record: BoxRecordT, status: BoxStatus, live?: PublishedPort[]): PublishedPort[] | null {
   if (record.options.network !== 'enabled' || !(record.options.ports ?? []).length) return [];
-  if (status !== 'running' && status !== 'stopping') return [];
+  if (status !== 'running' && status !== 'stopping' && status !== 'paused') return [];
   return live ? live.map((p) => ({ ...p })) : null;
 }
 
@@ -264,7 +272,7 @@ export function boxInfo(
       allowNet: [...(record.options.allowNet ?? [])],
       publishedPorts: publishedPortsOf(record, status, livePorts),
     },
-    autoStop: 0,
+    autoStop: record.options.autoStop ?? 0,
     autoDelete: record.options.autoDelete ?? 0,
     autoResume: record.options.autoResume ?? false,
     healthStatus: { state: 'None', failures: 0 },
@@ -313,8 +321,12 @@ export class Box {
     bytesReceivedTotal: 0,
   };
   private nextExec = 1;
+  /** shim.json's identity when it last said "not paused" (see pausedNow). */
+  private notPausedStamp?: string;
   private stopping?: Promise<void>;
   private removedByStop?: { status: BoxStatus; startedAt?: string; exitCode?: number };
+  /** box.fork(): the next boot restores this saved memory (src/runtime/fork.ts), once. */
+  private forkState?: string;
   /** Set by stop() and kill(): this handle is spent, as in the reference (runtime.get() makes a new one). */
   private invalidated = false;
 
@@ -340,8 +352,8 @@ export class Box {
     return this.record;
   }
 
-  /** `box.snapshot` (issue 11): every call rejects with Unsupported until then. */
-  readonly snapshot: SnapshotHandle = unsupportedSnapshots;
+  /** `box.snapshot`: snapshots of the stopped box's disk (src/runtime/snapshots.ts); works on a handle spent by stop(). */
+  readonly snapshot: SnapshotHandle = new BoxSnapshots(() => this.ctx, () => this.record.id, () => this.quiesceDisk());
   /** `box.network`: tunnels to ports in the box, over its network worker's tunnel socket (boots the box if needed). */
   readonly network: BoxNetworkHandle = new BoxNetwork(async () => {
     this.assertUsable();
@@ -353,14 +365,55 @@ export class Box {
     return boxPaths(this.ctx.store.dir(this.id)).tunnelSocket;
   });
 
-  /** Clones this box (issue 11): rejects with Unsupported until then. */
-  cloneBox(_options?: CloneOptions | null, _name?: string | null): Promise<Box> {
-    return notImplemented('cloneBox');
+  /** A new box from this stopped one: its config, and its disk shared copy-on-write (src/runtime/snapshots.ts). */
+  async cloneBox(_options?: CloneOptions | null, name?: string | null): Promise<Box> {
+    const record = await cloneRecord(this.ctx, this.record, name, () => this.quiesceDisk());
+    this.ctx.metrics.boxesCreatedTotal++;
+    return new Box(this.ctx, record);
   }
 
-  /** Exports this box to an archive (issue 11): rejects with Unsupported until then. */
-  export(_dest: string, _options?: ExportOptions | null): Promise<string> {
-    return notImplemented('box export');
+  /**
+   * A new running box that carries on from this running one's memory: its processes, tmpfs and
+   * page cache as they were at one paused instant, its disk shared copy-on-write from then on,
+   * its own network stack, clock and random seed; executions open on this box are not carried.
+   * An extension: cloneBox() stays the reference's disk-only copy (docs/snapshots.md "Fork").
+   */
+  async fork(name?: string | null, options?: { detach?: boolean }): Promise<Box> {
+    this.assertUsable();
+    const { record, statePath } = await forkRecord(this.ctx, this.record, name);
+    this.ctx.metrics.boxesCreatedTotal++;
+    const box = new Box(this.ctx, record);
+    box.forkState = statePath;
+    try {
+      // detach as for start(): the CLI's fork must outlive the CLI process.
+      await box.start(options);
+    } catch (err) {
+      await box.stop().catch(() => undefined);
+      this.ctx.store.remove(record.id);
+      collectBases(this.ctx);
+      throw err;
+    } finally {
+      box.forkState = undefined;
+      fs.rmSync(statePath, { force: true });
+    }
+    return box;
+  }
+
+  /** Before a running box's disk is captured: the guest writes its page cache out (docs/snapshots.md). */
+  private async quiesceDisk(): Promise<void> {
+    const r = await this.exec('sync')
+      .then((ex) => ex.wait())
+      .catch((err: unknown) => {
+        // A paused or stopping box says so (InvalidState); anything else means no usable `sync`.
+        if (err instanceof BoxliteError && err.code === 'InvalidState') throw err;
+        throw new StorageError(`cannot run sync in box ${this.id} (${(err as Error).message}): its disk cannot be captured consistently`, { cause: err });
+      });
+    if (r.exitCode !== 0) throw new StorageError(`sync in box ${this.id} failed (exit code ${r.exitCode}): its disk cannot be captured consistently`);
+  }
+
+  /** Writes this box (stopped, or running: paused a moment, docs/snapshots.md) to one `.boxlite` archive; resolves with its path. */
+  export(dest: string, _options?: ExportOptions | null): Promise<string> {
+    return exportArchive(this.ctx, this.record, dest, () => this.quiesceDisk());
   }
 
   async info(): Promise<BoxInfo> {
@@ -369,7 +422,30 @@ export class Box {
       return boxInfo(this.record, this.removedByStop.status, undefined, this.removedByStop.startedAt, undefined, this.removedByStop.exitCode);
     }
     const { state, shim } = this.ctx.store.status(this.id);
-    return boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts, this.lastExit()?.exitCode);
+    const info = boxInfo(this.record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts, this.lastExit()?.exitCode);
+    info.healthStatus = healthStatusOf(this.record.options, boxPaths(this.ctx.store.dir(this.id)), !!shim?.qemuPid);
+    return info;
+  }
+
+  /**
+   * Freezes the running VM (every vCPU stopped over QMP; memory, processes and connections kept):
+   * status `paused`, exec and copies refused with InvalidState until resume(). Not in the
+   * reference's JsBox (its local runtime pauses only inside snapshot/export).
+   */
+  async pause(): Promise<void> {
+    this.assertUsable();
+    await pauseBox(this.ctx.store, this.id, true);
+  }
+
+  /** Thaws a paused VM: everything in it carries on where it was. */
+  async resume(): Promise<void> {
+    this.assertUsable();
+    await pauseBox(this.ctx.store, this.id, false);
+  }
+
+  /** The shim stopped this box for autoStop (its last run ended that way). */
+  private autoStopped(): boolean {
+    return fs.existsSync(boxPaths(this.ctx.store.dir(this.id)).autoStopFile);
   }
 
   /** How the main process's last run ended (exit.json, written by the shim), if it has. */
@@ -417,6 +493,9 @@ export class Box {
     this.assertUsable();
     if (!this.mainCommand().length) {
       throw new InvalidStateError(`box ${this.id} has no main process (its image has no Entrypoint or Cmd, and the box sets neither)`);
+    }
+    if (this.ctx.store.status(this.id).state.status === 'paused') {
+      throw new InvalidStateError(`box ${this.id} is paused; resume() it first`);
     }
     const tty = Boolean(options?.tty);
     const client = await this.connect(undefined, { explicit: true, hold: true, tty });
@@ -526,7 +605,7 @@ export class Box {
     if (first.length) yield first;
     if (!options.follow) return;
     for (;;) {
-      const running = this.ctx.store.status(this.id).state.status === 'running';
+      const running = ['running', 'paused'].includes(this.ctx.store.status(this.id).state.status);
       const nowIno = inode();
       const now = size();
       if (now < offset || (rotated && nowIno !== ino && offset > 0)) {
@@ -574,7 +653,7 @@ export class Box {
    * is removed, as by its own stop() (docs/decisions/0003-main-process.md).
    */
   private onVmGone(): void {
-    if (!this.record.options.autoRemove || this.invalidated || !this.lastExit()) return;
+    if (!this.record.options.autoRemove || this.invalidated || !(this.lastExit() || this.autoStopped())) return;
     void this.stop().catch(() => undefined);
   }
 
@@ -606,6 +685,7 @@ export class Box {
     const t1 = performance.now();
     const options = this.record.options;
     const image = this.record.image.config;
+    // A fork's main process is the source's, already running in the saved memory: its shim adopts it.
     const main: MainSpec | undefined = argv.length
       ? {
           argv,
@@ -620,19 +700,23 @@ export class Box {
     const config: ShimConfig = {
       boxId: this.id,
       boxDir: this.ctx.store.dir(this.id),
-      plan: vmPlan(options, paths, assets, accel.kind, Boolean(main), net ? { socketPath: net.socketPath } : undefined),
+      plan: vmPlan(options, paths, assets, accel.kind, Boolean(main) || (!!this.forkState && argv.length > 0), net ? { socketPath: net.socketPath } : undefined),
       ...(net ? { net } : {}),
       accelReason: accel.reason,
       agentTimeoutMs: this.ctx.agentTimeoutMs(accel.kind),
       stopTimeoutMs: 10_000,
       detach,
       ...(main ? { main } : {}),
+      ...lifecycleConfig(options),
+      ...(this.forkState ? { fork: { statePath: this.forkState } } : {}),
     };
     const t2 = performance.now();
     let launched: LaunchedShim | undefined;
     try {
       try {
-        launched = await launchShim(config);
+        launched = config.fork
+          ? await launchShim(config)
+          : await launchWithFallback(await withFastStart(config, this.record.image, this.ctx.home.root), launchShim, this.ctx.home.root);
       } catch (err) {
         // Another process (or handle) is booting this box right now: use its VM.
         if (err instanceof BoxliteError && err.code === 'AlreadyExists') return await this.attachWhenReady(config.agentTimeoutMs);
@@ -735,6 +819,26 @@ export class Box {
     await copyOut(this, guestSrc, hostDest, options);
   }
 
+  /**
+   * store.status(id) says 'paused' only from shim.json's flag, and the shim rewrites that file
+   * by rename (a new inode) to change it: while it is the file that last said "not paused", the
+   * answer stands, without the database query and /proc reads (~0.1 ms of every exec).
+   */
+  private pausedNow(): boolean {
+    const file = boxPaths(this.ctx.store.dir(this.id)).shimState;
+    let stamp: string | undefined;
+    try {
+      const st = fs.statSync(file, { bigint: true });
+      stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+    } catch {
+      stamp = undefined;
+    }
+    if (stamp !== undefined && stamp === this.notPausedStamp) return false;
+    const paused = this.ctx.store.status(this.id).state.status === 'paused';
+    this.notPausedStamp = !paused && stamp !== undefined && readJson<{ paused?: boolean }>(file)?.paused !== true ? stamp : undefined;
+    return paused;
+  }
+
   private async spawn(
     command: string,
     args: string[] | null | undefined,
@@ -746,6 +850,9 @@ export class Box {
     tool: boolean,
   ): Promise<Execution> {
     this.assertUsable();
+    if (this.pausedNow()) {
+      throw new InvalidStateError(`box ${this.id} is paused; resume() it first`);
+    }
     // A configured or stopped box boots on its first exec, as in the reference.
     const client = await this.connect();
     const image = this.record.image.config;
@@ -834,11 +941,12 @@ export class Box {
       // that died under this handle still has its connection and runtime entry to drop.
       this.release();
       const exit = this.lastExit();
-      if (this.record.options.autoRemove && exit) {
-        // It stopped itself when its main process ended: autoRemove applies as to any stop.
+      if (this.record.options.autoRemove && (exit || this.autoStopped())) {
+        // It stopped itself (its main process ended, or autoStop): autoRemove applies as to any stop.
         this.invalidated = true;
-        this.removedByStop = { status: 'stopped', startedAt: state.startedAt, exitCode: exit.exitCode };
+        this.removedByStop = { status: 'stopped', startedAt: state.startedAt, exitCode: exit?.exitCode };
         this.ctx.store.remove(this.id);
+        collectBases(this.ctx);
       }
       return;
     }
@@ -867,6 +975,7 @@ export class Box {
     if (this.record.options.autoRemove) {
       this.removedByStop = { status: shim ? 'stopped' : state.status, startedAt: state.startedAt, exitCode: this.lastExit()?.exitCode };
       this.ctx.store.remove(this.id);
+      collectBases(this.ctx);
     }
   }
 

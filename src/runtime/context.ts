@@ -1,4 +1,5 @@
 import type { BoxStore } from '../store/boxes.js';
+import type { DiskStore } from '../store/disks.js';
 import type { HomeLayout } from '../store/home.js';
 import type { Accelerator } from '../vmm/accel.js';
 import type { GuestAssets } from '../vmm/assets.js';
@@ -16,6 +17,8 @@ export interface RuntimeMetrics {
 export interface RuntimeContext {
   home: HomeLayout;
   store: BoxStore;
+  /** Disk bases, snapshots and their references (issue 11: src/runtime/snapshots.ts). */
+  disks: DiskStore;
   metrics: RuntimeMetrics;
   guestAssets(): Promise<GuestAssets>;
   accelerator(): Accelerator;

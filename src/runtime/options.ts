@@ -31,9 +31,9 @@ export interface BoxOptions {
    */
   autoRemove?: boolean;
   detach?: boolean;
-  /** Idle seconds before the box is stopped; 0 disables (the only value supported yet). */
+  /** Idle seconds (no execution, no attached client) before the box's shim stops it; 0 disables. */
   autoStop?: number;
-  /** Seconds after stop before the box is deleted; 0 disables (delays are not supported yet). */
+  /** Removal after stop; 0 keeps the box. Any n > 0 removes it when it stops, as the reference's local runtime does. */
   autoDelete?: number;
   /** Whether access resumes an auto-stopped box (reported by info()). */
   autoResume?: boolean;
@@ -46,11 +46,12 @@ export interface BoxOptions {
   secrets?: Secret[];
 }
 
-/** `JsManagedVolumeSpec`: a runtime-managed volume by id or name (not supported by the local runtime yet). */
+/** `JsManagedVolumeSpec`: a volume of `runtime.volumes`, by id or name (src/runtime/volumes.ts). */
 export interface ManagedVolumeSpec {
   managedVolume: string;
   guestPath: string;
-  readOnly?: false;
+  /** The reference refuses `true`; here a read-only mount works as for a host path. */
+  readOnly?: boolean;
 }
 
 /** `JsNetworkSpec` / `NetworkSpec` of the reference. */
@@ -221,7 +222,12 @@ export interface NormalizedVolume {
   hostPath: string;
   guestPath: string;
   readOnly: boolean;
+  /** A managed volume's id (hostPath is then its `volumes/<id>/data`); absent for a host path. */
+  managedVolume?: string;
 }
+
+/** Resolves a managed volume (id or name) to its id and data directory; NotFound when there is none. */
+export type ManagedVolumeResolver = (idOrName: string) => { id: string; hostPath: string };
 
 /** The guest agent mounts at most this many volumes (guest/src/boot.h BOOT_MAX_VOLUMES). */
 export const MAX_VOLUMES = 16;
@@ -271,8 +277,12 @@ export interface NormalizedBoxOptions {
   ports?: NormalizedPort[];
   autoRemove: boolean;
   detach: boolean;
-  /** Seconds after stop before deletion; 0 (disabled) is the only value supported yet. Absent in older configs. */
+  /** Seconds after stop before deletion (0: kept); absent in older configs. */
   autoDelete?: number;
+  /** Idle seconds before the shim stops the box (0 or absent: never). */
+  autoStop?: number;
+  /** The shim's health check of the guest agent (seconds); absent: none (healthStatus None). */
+  healthCheck?: HealthCheckOptions;
   /** Absent in older configs: read as false. */
   autoResume?: boolean;
   entrypoint?: string[];
@@ -365,7 +375,12 @@ function schema(hostCpus: number) {
       autoDelete: z.number().int('must be an integer').min(0, 'must be >= 0 seconds (0 disables)').optional(),
       autoResume: z.boolean().optional(),
       healthCheck: z
-        .object({ interval: z.number().min(0), timeout: z.number().min(0), retries: z.number().int().min(0), startPeriod: z.number().min(0) })
+        .object({
+          interval: z.number().gt(0, 'must be > 0 seconds'),
+          timeout: z.number().gt(0, 'must be > 0 seconds'),
+          retries: z.number().int('must be an integer').min(0, 'must be >= 0'),
+          startPeriod: z.number().min(0, 'must be >= 0 seconds'),
+        })
         .strict()
         .optional(),
       security: z
@@ -401,7 +416,12 @@ function schema(hostCpus: number) {
 }
 
 /** Validates box options; every problem is a ConfigError naming the field, raised before anything starts. */
-export function normalizeBoxOptions(options: BoxOptions | undefined | null, hostCpus = os.cpus().length): NormalizedBoxOptions {
+export function normalizeBoxOptions(
+  options: BoxOptions | undefined | null,
+  hostCpus = os.cpus().length,
+  /** How managed volumes resolve (the runtime's volume store); absent: they are Unsupported here. */
+  managed?: ManagedVolumeResolver,
+): NormalizedBoxOptions {
   const parsed = schema(hostCpus).safeParse(options ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -416,7 +436,8 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
   const o = parsed.data;
   rejectUnimplemented(o);
   if (o.detach && autoRemoves(o)) {
-    throw new ConfigError('detach: true cannot be combined with auto-remove (autoRemove: true); a detached box outlives its creator, so set autoRemove: false');
+    const which = o.autoDelete ? `autoDelete: ${o.autoDelete}` : 'autoRemove: true';
+    throw new ConfigError(`detach: true cannot be combined with auto-remove (${which}); a detached box outlives its creator, so set ${o.autoDelete ? 'autoDelete: 0' : 'autoRemove: false'}`);
   }
   if (o.rootfsPath && !fs.existsSync(o.rootfsPath)) {
     throw new ConfigError(`rootfsPath does not exist: ${o.rootfsPath}`);
@@ -428,7 +449,7 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
   if ((limits.maxOpenFiles ?? 0) > GUEST_NR_OPEN) {
     throw new ConfigError(`security.maxOpenFiles must be at most ${GUEST_NR_OPEN} (the guest kernel's fs.nr_open), got ${limits.maxOpenFiles}`);
   }
-  const volumes = normalizeVolumes(o.volumes ?? []);
+  const volumes = normalizeVolumes(o.volumes ?? [], managed);
   const network = o.network?.outbound?.mode ?? o.network?.mode ?? 'enabled';
   const ports: NormalizedPort[] = (o.ports ?? []).map((p) => ({
     hostPort: p.hostPort ?? 0,
@@ -468,6 +489,8 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
     detach: o.detach ?? false,
     autoDelete: o.autoDelete ?? 0,
     autoResume: o.autoResume ?? false,
+    ...(o.autoStop ? { autoStop: o.autoStop } : {}),
+    ...(o.healthCheck ? { healthCheck: { ...o.healthCheck } } : {}),
     entrypoint: o.entrypoint,
     cmd: o.cmd,
     user: o.user,
@@ -478,9 +501,13 @@ export function normalizeBoxOptions(options: BoxOptions | undefined | null, host
   };
 }
 
-/** The reference's precedence: an explicit autoDelete wins over the deprecated autoRemove. */
+/**
+ * The reference's precedence: an explicit autoDelete wins over the deprecated autoRemove. Its
+ * local runtime has no sweeper and removes a box with autoDelete > 0 as soon as it stops; so
+ * does this one (the delay is kept and reported by info()).
+ */
 function autoRemoves(o: { autoRemove?: boolean; autoDelete?: number }): boolean {
-  return o.autoDelete !== undefined ? false : (o.autoRemove ?? false);
+  return o.autoDelete !== undefined ? o.autoDelete > 0 : (o.autoRemove ?? false);
 }
 
 /**
@@ -489,14 +516,8 @@ function autoRemoves(o: { autoRemove?: boolean; autoDelete?: number }): boolean 
  */
 function rejectUnimplemented(o: Omit<BoxOptions, 'volumes' | 'secrets'> & { volumes?: unknown[] }): void {
   const notYet = (what: string, hint?: string) => new UnsupportedError(`${what} not implemented yet${hint ? `; ${hint}` : ''}`);
-  if (o.autoStop) throw notYet(`autoStop (stopping an idle box after ${o.autoStop} s)`);
-  if (o.autoDelete) throw notYet(`autoDelete after a delay (${o.autoDelete} s)`, 'autoRemove: true removes the box when it stops');
-  if (o.healthCheck) throw notYet('healthCheck');
   const net = o.network;
   if (net?.inbound?.mode === 'enabled') throw notYet('network.inbound.mode "enabled" (publicly reachable box)');
-  for (const [i, v] of (o.volumes ?? []).entries()) {
-    if (v && typeof v === 'object' && 'managedVolume' in v) throw notYet(`volumes[${i}].managedVolume (managed volumes)`);
-  }
   const sec = o.security;
   if (sec) {
     if (sec.closeFds === false) throw notYet('security.closeFds: false');
@@ -521,11 +542,23 @@ function normalizeAllowNet(net: NetworkSpec | undefined, network: 'enabled' | 'd
   return allowNet;
 }
 
-function normalizeVolumes(specs: Array<Record<string, unknown>>): NormalizedVolume[] {
+function normalizeVolumes(specs: Array<Record<string, unknown>>, managed?: ManagedVolumeResolver): NormalizedVolume[] {
   const out: NormalizedVolume[] = [];
   for (const [i, v] of specs.entries()) {
     const bad = (what: string) => new ConfigError(`volumes[${i}].${what}`);
-    const { hostPath, guestPath, readOnly } = v;
+    const { guestPath, readOnly } = v;
+    let { hostPath } = v;
+    let managedId: string | undefined;
+    if ('managedVolume' in v) {
+      if ('hostPath' in v) throw bad('must name either managedVolume or hostPath, not both');
+      const extra = Object.keys(v).filter((k) => !['managedVolume', 'guestPath', 'readOnly'].includes(k));
+      if (extra.length) throw bad(`has no field ${JSON.stringify(extra[0])}`);
+      if (typeof v.managedVolume !== 'string' || v.managedVolume.length === 0) throw bad('managedVolume must be a volume id or name');
+      if (!managed) throw new UnsupportedError(`volumes[${i}].managedVolume: this runtime has no managed volumes`);
+      const resolved = managed(v.managedVolume);
+      managedId = resolved.id;
+      hostPath = resolved.hostPath;
+    }
     if (typeof hostPath !== 'string' || hostPath.length === 0) throw bad('hostPath is required (a host directory)');
     if (hostPath.includes('\0')) throw bad('hostPath must not contain NUL');
     let st: fs.Stats;
@@ -547,7 +580,7 @@ function normalizeVolumes(specs: Array<Record<string, unknown>>): NormalizedVolu
     if (readOnly !== undefined && typeof readOnly !== 'boolean') throw bad('readOnly must be a boolean');
     const first = out.findIndex((o) => o.guestPath === g);
     if (first >= 0) throw bad(`guestPath ${g} is already used by volumes[${first}]`);
-    out.push({ hostPath: real, guestPath: g, readOnly: readOnly ?? false });
+    out.push({ hostPath: real, guestPath: g, readOnly: readOnly ?? false, ...(managedId ? { managedVolume: managedId } : {}) });
   }
   return out;
 }

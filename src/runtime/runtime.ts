@@ -5,6 +5,7 @@ import { parseRegistries, type RegistrySettings } from '../images/registry/index
 import { ImageStore } from '../images/store.js';
 import { createOverlay, prepareRootfs } from '../images/rootfs.js';
 import { BoxStore } from '../store/boxes.js';
+import { DiskStore } from '../store/disks.js';
 import { boxPaths, ensureHome, resolveHome, type HomeLayout } from '../store/home.js';
 import { detectAccelerator, type Accelerator } from '../vmm/accel.js';
 import { locateGuestAssets, type GuestAssets } from '../vmm/assets.js';
@@ -12,10 +13,14 @@ import { ensureEngine } from '../vmm/engine.js';
 import { Box, boxInfo, type BoxInfo, type BoxRecordT } from './box.js';
 import type { RuntimeContext, RuntimeMetrics } from './context.js';
 import type { BoxImage } from './image.js';
-import { notImplemented, unsupportedVolumes, type VolumeHandle } from './handles.js';
+import { importArchive } from './archive.js';
+import { collectBases } from './snapshots.js';
+import { managedVolumeIds, Volumes } from './volumes.js';
+import { withHealth } from './lifecycle.js';
 import { Images } from './images.js';
 import { normalizeBoxOptions, normalizeSecrets, type BoxOptions } from './options.js';
 import { writeSecretValues } from './secrets.js';
+import { discardSpareShim } from './faststart.js';
 import { RestRuntime, type RestRuntimeOptions } from '../rest/client/runtime.js';
 
 /** `JsOptions` of @boxlite-ai/boxlite. */
@@ -50,9 +55,10 @@ export class JsBoxlite {
   readonly home: HomeLayout;
   /** `runtime.images`: pull, list, remove, prune, load. */
   readonly images: Images;
-  /** `runtime.volumes`: managed volumes (issue 11); every call rejects with Unsupported until then. */
-  readonly volumes: VolumeHandle = unsupportedVolumes;
+  /** `runtime.volumes`: managed volumes (src/runtime/volumes.ts), mounted with `{ managedVolume, guestPath }`. */
+  readonly volumes: Volumes;
   private readonly store: BoxStore;
+  private readonly disks: DiskStore;
   private readonly imageStore: ImageStore;
   private readonly live = new Set<Box>();
   private readonly runtimeMetrics: RuntimeMetrics = {
@@ -71,11 +77,23 @@ export class JsBoxlite {
   constructor(options: RuntimeOptions = {}) {
     this.home = resolveHome(options.homeDir);
     this.store = new BoxStore(this.home.boxes, this.home.db);
+    this.disks = new DiskStore(this.home.db);
     this.imageStore = new ImageStore(this.home.images, this.home.db);
     this.images = new Images(this.imageStore, this.store, parseRegistries(options.imageRegistries ?? []), () => this.assertOpen());
+    this.volumes = new Volumes(
+      this.home.root,
+      this.home.db,
+      (id) =>
+        this.store
+          .list<BoxRecordT['options'], BoxImage>()
+          .filter((r) => managedVolumeIds(r.options.volumes).includes(id))
+          .map((r) => ({ boxId: r.id, boxName: r.name, running: !!this.store.liveShim(r.id) })),
+      () => this.assertOpen(),
+    );
     this.ctx = {
       home: this.home,
       store: this.store,
+      disks: this.disks,
       metrics: this.runtimeMetrics,
       guestAssets: () => {
         // QEMU is checked here, with the guest runtime: both are needed before any boot.
@@ -132,16 +150,22 @@ export class JsBoxlite {
     return new RestRuntime(options as RestRuntimeOptions) as unknown as JsBoxlite;
   }
 
-  /** Imports a box from a `.boxlite` archive (issue 11): rejects with Unsupported until then. */
-  async importBox(_archivePath: string, _name?: string | null): Promise<Box> {
+  /**
+   * Imports a box from a `.boxlite` archive (`box.export()`), treated as untrusted: checked
+   * whole (src/runtime/archive.ts) before a box exists, and nothing is left when it fails.
+   */
+  async importBox(archivePath: string, name?: string | null): Promise<Box> {
     this.assertOpen();
-    return notImplemented('importBox');
+    ensureHome(this.home);
+    const record = await importArchive(this.ctx, archivePath, name);
+    this.runtimeMetrics.boxesCreatedTotal++;
+    return new Box(this.ctx, record);
   }
 
   /** Creates a box (state `configured`); its VM boots on start() or the first exec(). */
   async create(options: BoxOptions, name?: string | null): Promise<Box> {
     this.assertOpen();
-    const normalized = normalizeBoxOptions(options);
+    const normalized = normalizeBoxOptions(options, undefined, this.volumes.resolve);
     const t0 = performance.now();
     ensureHome(this.home);
     const t1 = performance.now();
@@ -213,14 +237,14 @@ export class JsBoxlite {
     const record = this.store.find<BoxRecordT['options'], BoxImage>(idOrName);
     if (!record) return null;
     const { state, shim } = this.store.status(record.id);
-    return boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
+    return withHealth(boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts), record, this.store.dir(record.id), !!shim?.qemuPid);
   }
 
   async listInfo(): Promise<BoxInfo[]> {
     this.assertOpen();
     return this.store.list<BoxRecordT['options'], BoxImage>().map((record) => {
       const { state, shim } = this.store.status(record.id);
-      return boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts);
+      return withHealth(boxInfo(record, state.status, shim?.qemuPid, state.startedAt, shim?.publishedPorts), record, this.store.dir(record.id), !!shim?.qemuPid);
     });
   }
 
@@ -238,6 +262,8 @@ export class JsBoxlite {
       await box.kill();
     }
     this.store.remove(record.id);
+    // Its snapshots go with it; bases a clone or another snapshot still uses stay.
+    collectBases(this.ctx);
   }
 
   /** What `boxlite info` shows: version, home, accelerator and why, guest kernel, counts. */
@@ -315,8 +341,11 @@ export class JsBoxlite {
 
   /** Closing the stores is idempotent; a box handle that touches one later reopens it. */
   private release(): void {
+    discardSpareShim();
+    this.volumes.close();
     this.imageStore.close();
     this.store.close();
+    this.disks.close();
   }
 
   private assertOpen(): void {

@@ -37,7 +37,7 @@ export interface SimpleBoxOptions {
   detach?: boolean;
   workingDir?: string;
   env?: Record<string, string>;
-  /** Host directories (hostPath) or managed volumes (managedVolume, not supported yet). */
+  /** Host directories (hostPath) or managed volumes (managedVolume: runtime.volumes). */
   volumes?: Array<VolumeSpec | ManagedVolumeSpec>;
   ports?: BoxOptions['ports'];
   network?: NetworkSpec;

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -34,15 +34,20 @@ export interface LaunchedShim {
   watchdog?: net.Socket;
 }
 
-/** Starts a shim for a box and waits until its VM is ready (or failed to boot). */
-export async function launchShim(config: ShimConfig): Promise<LaunchedShim> {
+/**
+ * Starts a shim for a box and waits until its VM is ready (or failed to boot). `spare`: a shim
+ * process already started (fast start, src/runtime/faststart.ts) that waits for its config.
+ */
+export async function launchShim(config: ShimConfig, spare?: ChildProcess): Promise<LaunchedShim> {
   const paths = boxPaths(config.boxDir);
   fs.mkdirSync(paths.logsDir, { recursive: true });
   const logFd = fs.openSync(paths.shimLog, 'a');
-  const child = spawn(process.execPath, [SHIM_ENTRY], {
-    stdio: ['pipe', 'pipe', logFd, config.detach ? 'ignore' : 'pipe'],
-    detached: config.detach,
-  });
+  const child =
+    spare ??
+    spawn(process.execPath, [SHIM_ENTRY], {
+      stdio: ['pipe', 'pipe', logFd, config.detach ? 'ignore' : 'pipe'],
+      detached: config.detach,
+    });
   fs.closeSync(logFd);
   child.stdin!.end(JSON.stringify(config));
 
@@ -289,7 +294,11 @@ export class ShimClient {
   }
 
   /** A CONTROL request answered by the shim itself, bounded by the op's timeout. */
-  async request<K extends ControlOp>(op: K, timeoutMs: number = CONTROL_TIMEOUT_MS[op]): Promise<ControlReplies[K]> {
+  async request<K extends ControlOp>(
+    op: K,
+    timeoutMs: number = CONTROL_TIMEOUT_MS[op],
+    args?: Omit<Extract<ControlRequest, { op: K }>, 'op'>,
+  ): Promise<ControlReplies[K]> {
     this.assertOpen();
     const stream = this.nextStream++;
     this.hold();
@@ -301,7 +310,7 @@ export class ShimClient {
           reject(new TimeoutError(`box did not answer the ${op} request within ${timeoutMs} ms`));
         }, timeoutMs);
         this.replies.set(stream, { op, resolve, reject });
-        const request: ControlRequest = { op } as ControlRequest;
+        const request = { ...args, op } as ControlRequest;
         void this.send({ type: 'CONTROL', stream, data: Buffer.from(JSON.stringify(request)) });
       });
       if (!body.ok) throw errorFromWire(body);

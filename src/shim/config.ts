@@ -1,5 +1,7 @@
 import type { NetConfig } from '../net/types.js';
 import type { VmPlan } from '../vmm/plan.js';
+import type { TemplateRef } from '../vmm/template.js';
+import type { LifecycleConfig } from './lifecycle.js';
 import type { PublishedPort } from './ports.js';
 
 /** What the SDK hands the shim on stdin (never argv: it may carry secrets later). */
@@ -34,6 +36,12 @@ export interface ShimConfig {
    * `qemu` is then unused. Never set by the SDK.
    */
   agentPeer?: { command: string; args: string[] };
+  /** Fast start: restore this saved template VM instead of booting (src/vmm/template.ts). */
+  template?: TemplateRef;
+  /** box.fork(): restore a running box's saved memory (src/shim/fork.ts) instead of booting. */
+  fork?: { statePath: string };
+  /** autoStop and healthCheck, run by the shim itself (src/shim/lifecycle.ts); absent: neither. */
+  lifecycle?: LifecycleConfig;
 }
 
 export interface MainSpec {
@@ -84,6 +92,12 @@ export interface ShimState {
   agentFeatures: number;
   /** Host ports actually bound for the box (hostPort 0 resolved); [] when none. */
   publishedPorts?: PublishedPort[];
+  /** The template key the VM was restored from; absent: booted cold. */
+  template?: string;
+  /** The VM is paused (QMP stop) by box.pause(); absent or false: running. */
+  paused?: boolean;
+  /** Start-up marks of the shim (src/shim/startup.ts): ms since its process started. */
+  timings?: { origin: number; marks: Record<string, number> };
 }
 
 // The box directory layout lives in store/home.ts (its one owner); the shim reaches it from here.

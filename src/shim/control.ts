@@ -5,7 +5,16 @@ import { BoxliteError, InvalidArgumentError, PortalError, toBoxliteError, type E
 import type { ShimState } from './config.js';
 import type { RoutedClient } from './router.js';
 
-export type ControlRequest = { op: 'info' } | { op: 'ping' } | { op: 'stop' } | { op: 'attach'; tty?: boolean } | { op: 'network' };
+export type ControlRequest =
+  | { op: 'info' }
+  | { op: 'ping' }
+  | { op: 'stop' }
+  | { op: 'attach'; tty?: boolean }
+  | { op: 'network' }
+  | { op: 'pause' }
+  | { op: 'resume' }
+  /** Live disk snapshot (src/shim/disk-ops.ts): switch the root drive onto `overlay`, or only report (no overlay). */
+  | { op: 'disk'; overlay?: string; state?: string; pause?: boolean };
 export type ControlOp = ControlRequest['op'];
 
 export interface ControlReplies {
@@ -19,6 +28,12 @@ export interface ControlReplies {
   attach: { pid: number } | { exited: true; exitCode: number; message?: string };
   /** The box network's counters (COUNTER slot names) and the stack's live state (inspect). */
   network: { counters: Record<string, number>; snapshot: unknown };
+  /** The VM's vCPUs are stopped (QMP `stop`) / running again (`cont`); idempotent. */
+  pause: { paused: true };
+  resume: { paused: false };
+  /** The file QEMU writes the root drive to after the op. */
+  /** With `state` (box.fork(): src/shim/fork.ts): the VM's memory saved there at the switch. */
+  disk: { file: string; pausedMs?: number; stateBytes?: number };
 }
 
 /** Who sent a request, for ops that tie a stream to the client (attach). */
@@ -39,6 +54,9 @@ export const CONTROL_TIMEOUT_MS: Readonly<Record<ControlOp, number>> = {
   // A held main process starts on the attach; the reply waits for it to have started.
   attach: 60_000,
   network: 10_000,
+  pause: 15_000,
+  resume: 15_000,
+  disk: 70_000,
 };
 
 const OPS = new Set<string>(Object.keys(CONTROL_TIMEOUT_MS));
@@ -69,6 +87,15 @@ export function parseControlRequest(data: Buffer): ControlRequest {
   if (op === 'attach') {
     const tty = (req as { tty?: unknown }).tty;
     return tty === true ? { op, tty } : { op };
+  }
+  if (op === 'disk') {
+    const overlay = (req as { overlay?: unknown }).overlay;
+    if (overlay !== undefined && typeof overlay !== 'string') throw new InvalidArgumentError('disk: overlay must be a string');
+    const state = (req as { state?: unknown }).state;
+    if (state !== undefined && (typeof state !== 'string' || overlay === undefined)) throw new InvalidArgumentError('disk: state must be a string, with an overlay');
+    const pause = (req as { pause?: unknown }).pause;
+    if (pause !== undefined && (typeof pause !== 'boolean' || overlay === undefined)) throw new InvalidArgumentError('disk: pause must be a boolean, with an overlay');
+    return { op, ...(overlay !== undefined ? { overlay } : {}), ...(state !== undefined ? { state } : {}), ...(pause ? { pause } : {}) };
   }
   return { op } as ControlRequest;
 }

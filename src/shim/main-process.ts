@@ -32,6 +32,8 @@ export const MAIN_LOG_MAX_BYTES = 64 * 1024 * 1024;
 export class MainProcess {
   private agentStream?: number;
   private state: 'idle' | 'starting' | 'running' | 'exited' = 'idle';
+  /** Started by adopt(): the stream was opened without an EXEC. */
+  private adopting = false;
   private pid = 0;
   private startedAt?: string;
   private exit?: ExitRecord;
@@ -56,10 +58,11 @@ export class MainProcess {
   start(tty = this.spec.tty): void {
     if (this.state !== 'idle') return;
     this.state = 'starting';
+    this.adopting = false;
     // A new run: the last one's record and output go (docker start resets ExitCode; the log is this run's).
     fs.rmSync(this.paths.exitFile, { force: true });
     fs.rmSync(`${this.paths.mainLog}.1`, { force: true });
-    this.openLog();
+    if (this.logFd === undefined) this.openLog();
     this.log(`starting the main process: ${JSON.stringify(this.spec.argv)}${tty ? ' (tty)' : ''}`);
     this.agentStream = this.router.openInternal(
       {
@@ -74,6 +77,23 @@ export class MainProcess {
       },
       (m) => this.fromAgent(m),
     );
+  }
+
+  /**
+   * box.fork(): the source's main process runs on in the copied memory. Its stream is opened
+   * without an EXEC; the agent re-keys the process onto it (RESUME word `boxlite.fork.main=`,
+   * src/shim/fork.ts) and sends STARTED again. Returns that stream id. The fork's log starts here.
+   */
+  adopt(): number {
+    if (this.state !== 'idle') throw new Error('the main process was already started');
+    this.state = 'starting';
+    this.adopting = true;
+    fs.rmSync(this.paths.exitFile, { force: true });
+    fs.rmSync(`${this.paths.mainLog}.1`, { force: true });
+    this.openLog();
+    this.log(`adopting the forked source's main process: ${JSON.stringify(this.spec.argv)}`);
+    this.agentStream = this.router.openInternal(null, (m) => this.fromAgent(m));
+    return this.agentStream;
   }
 
   private fromAgent(m: Message): void {
@@ -120,6 +140,13 @@ export class MainProcess {
       }
       case 'ERROR':
         this.log(`agent error on the main process's stream: ${m.message}`);
+        if (this.state === 'starting' && this.adopting) {
+          // Nothing to adopt (the source held its main process for an attach): start it here.
+          this.router.closeInternal(this.agentStream!);
+          this.state = 'idle';
+          this.start();
+          return;
+        }
         if (this.state === 'starting') {
           // Refused before it ran (e.g. an agent that cannot start a main process).
           this.finish({ exitCode: 125, reason: 'failed', message: m.message, finishedAt: new Date().toISOString() });
@@ -241,6 +268,11 @@ export class MainProcess {
       default:
         return false;
     }
+  }
+
+  /** Clients attached to it now: autoStop's busy test. */
+  get attachedCount(): number {
+    return this.attachments.length;
   }
 
   detach(client: RoutedClient): void {

@@ -17,6 +17,13 @@ const READY_TIMEOUT_MS = 15_000;
  * the box ends with a network error rather than the host swapping.
  */
 const WORKER_HEAP_MB = 512;
+/** How the worker is made, here and when preloaded (src/shim/net-preload.ts). */
+export const NET_WORKER_OPTIONS = {
+  resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, maxYoungGenerationSizeMb: 8 },
+  // Its own stdio would interleave with the shim's ready line on stdout.
+  stdout: true,
+  stderr: true,
+} as const;
 
 export type NetCounters = { -readonly [K in keyof typeof COUNTER]: number };
 
@@ -39,18 +46,14 @@ export class NetworkSupervisor {
     private readonly log: (line: string) => void,
     /** Called once when the worker dies or reports a fatal error while the box runs. */
     private readonly onFatal: (err: NetworkError) => void,
+    /** A worker already loaded that takes its init as a message (src/shim/net-preload.ts). */
+    private readonly preloaded?: (init: WorkerInit) => Worker | undefined,
   ) {}
 
   /** Starts the worker; resolves once it listens on the NIC socket and bound every port. */
   start(timeoutMs = READY_TIMEOUT_MS): Promise<void> {
     const init: WorkerInit = { kind: 'boxlite-net', config: this.config, counters: this.sab };
-    const worker = new Worker(WORKER_URL, {
-      workerData: init,
-      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, maxYoungGenerationSizeMb: 8 },
-      // Its own stdio would interleave with the shim's ready line on stdout.
-      stdout: true,
-      stderr: true,
-    });
+    const worker = this.preloaded?.(init) ?? new Worker(WORKER_URL, { ...NET_WORKER_OPTIONS, workerData: init });
     this.worker = worker;
     this.exited = new Promise((r) => worker.once('exit', () => r()));
     worker.stdout.on('data', (c: Buffer) => this.log(`net: ${c.toString('utf8').trimEnd()}`));

@@ -11,7 +11,14 @@ import { boxPaths, type ShimConfig, type ShimReadyLine, type ShimState } from '.
 import { processStartTime, readTail, writeFileAtomic } from '../util/fs.js';
 import { serveControl, type ControlHandlers } from './control.js';
 import { agentHandshake, type Hello } from './handshake.js';
+import { HealthMonitor, IdleWatch } from './lifecycle.js';
 import { ShimLock } from './lock.js';
+import { sendResume } from './resume.js';
+import { mark, startupTimings } from './startup.js';
+import { discardPreloadedNetWorker, takePreloadedNetWorker } from './net-preload.js';
+import { QmpClient } from './qmp.js';
+import { activeRootFile, recoverRootSwitch, switchRootOverlay } from './disk-ops.js';
+import { FEATURE_FORK_MAIN, forkAttach, forkSave, sendForkResume } from './fork.js';
 import { MainProcess } from './main-process.js';
 import { NetworkSupervisor } from './network.js';
 import { StreamRouter } from './router.js';
@@ -42,6 +49,11 @@ export class Shim {
   /** Resolves with the process exit code once the VM is gone and everything is cleaned up. */
   readonly done = new Promise<number>((resolve) => (this.finish = resolve));
   private readonly log: (line: string) => void;
+  /** The one QMP connection (QEMU serves one at a time), made on first use. */
+  private qmpClient?: Promise<QmpClient>;
+  private paused = false;
+  private idle?: IdleWatch;
+  private health?: HealthMonitor;
 
   constructor(private readonly config: ShimConfig) {
     this.paths = boxPaths(config.boxDir);
@@ -62,11 +74,17 @@ export class Shim {
   /** Boots the VM and resolves once the agent said HELLO and the control socket listens. */
   async start(): Promise<ShimState> {
     this.lock.acquire();
-    for (const p of [this.paths.agentSocket, this.paths.controlSocket]) fs.rmSync(p, { force: true });
+    await recoverRootSwitch(this.config.boxDir, this.log);
+    for (const p of [this.paths.agentSocket, this.paths.controlSocket, this.paths.qmpSocket, this.paths.healthFile, this.paths.autoStopFile]) {
+      fs.rmSync(p, { force: true });
+    }
 
+    // box.fork(): QEMU serves the agent socket and the shim connects once the state is loaded (src/shim/fork.ts).
+    const fork = !!this.config.fork && !this.config.agentPeer;
     this.agentServer = net.createServer();
-    const agentConnected = new Promise<net.Socket>((resolve) => this.agentServer!.once('connection', resolve));
-    await listen(this.agentServer, this.paths.agentSocket);
+    let agentConnected = new Promise<net.Socket>((resolve) => this.agentServer!.once('connection', resolve));
+    if (!fork) await listen(this.agentServer, this.paths.agentSocket);
+    mark('listening');
     if (this.config.net) {
       // Before QEMU: it connects to the NIC socket the worker listens on, and a port the worker
       // cannot bind is a NetworkError before anything boots.
@@ -76,15 +94,26 @@ export class Shim {
         // and a guest waiting on a dead stack would hang; end it and tell every client why.
         this.linkError ??= err.message;
         this.kill(err.message, 1);
-      });
+      }, takePreloadedNetWorker);
       await this.net.start();
-    }
+      mark('net');
+    } else discardPreloadedNetWorker();
     await this.vm.launch();
+    mark('spawned');
     void this.vm.exited.then(() => this.onVmExit());
 
+    if (fork) {
+      agentConnected = forkAttach(() => this.qmp(), this.paths.agentSocket, this.config.agentTimeoutMs, this.log);
+      agentConnected.catch(() => undefined);
+    }
     const hello = await this.waitForHello(agentConnected);
     const bootMs = Math.round(performance.now() - this.vm.spawnedAt);
-    this.agentServer.close();
+    mark('hello');
+    if (!fork) this.agentServer.close();
+    if (this.config.template && !this.config.agentPeer) sendResume(this.agent!, this.config.plan, hello, this.log);
+    // box.fork(): the source's main process runs on in the copied memory: adopted below, not started again.
+    const adoptMain = fork && !!this.config.main && !!(hello.features & FEATURE_FORK_MAIN);
+    if (fork && !adoptMain) sendForkResume(this.agent!, hello.features, this.log);
     if (this.net?.caPem) this.sendTrust(hello, this.net.caPem);
 
     if (this.config.main) {
@@ -103,7 +132,9 @@ export class Shim {
         void this.router!.executionsSettled(EXEC_SETTLE_MS).then(() => this.stop(`the main process ended (exit code ${record.exitCode})`));
       });
       // Before any client can connect, so no exec ever runs ahead of the container's init.
-      if (!main.hold) this.main.start();
+      if (adoptMain) sendForkResume(this.agent!, hello.features, this.log, this.main.adopt());
+      else if (fork) this.main = undefined; // an older agent: the main process runs on detached
+      else if (!main.hold) this.main.start();
       else {
         fs.rmSync(this.paths.exitFile, { force: true });
         // Held for a client that attaches right after the boot; one that never does (it died,
@@ -115,6 +146,8 @@ export class Shim {
         }, holdMs);
       }
     }
+
+    if (fork) await this.router!.dropStaleFramesUntilFence(this.config.agentTimeoutMs);
 
     this.controlServer = net.createServer((socket) => this.router?.addClient(new Link(socket)));
     await listen(this.controlServer, this.paths.controlSocket);
@@ -131,10 +164,78 @@ export class Shim {
       agentVersion: hello.version,
       agentFeatures: hello.features,
       publishedPorts: this.net ? this.net.ports : this.vm.ports,
+      ...(this.config.template && !this.config.agentPeer ? { template: this.config.template.key } : {}),
+      timings: (mark('ready'), startupTimings()),
     };
     writeFileAtomic(this.paths.shimState, JSON.stringify(this.state, null, 2));
     this.log(`ready in ${bootMs} ms (agent ${hello.version}, features 0x${hello.features.toString(16)})`);
+    this.startLifecycle();
     return this.state;
+  }
+
+  /** autoStop and healthCheck (src/shim/lifecycle.ts): the shim owns them, it lives as long as the VM. */
+  private startLifecycle(): void {
+    const lc = this.config.lifecycle;
+    if (lc?.autoStopSecs) {
+      const secs = lc.autoStopSecs;
+      // A paused box is not idle: it was frozen on purpose, and stopping it would lose its memory.
+      const busy = () => this.paused || this.router!.openExecutions() > 0 || (this.main?.attachedCount ?? 0) > 0;
+      this.idle = new IdleWatch(secs * 1000, busy, () => {
+        // The SDK reads it after the link ends: a box stopped by autoStop is removed with autoDelete.
+        try {
+          writeFileAtomic(this.paths.autoStopFile, JSON.stringify({ idleSecs: secs, at: new Date().toISOString() }));
+        } catch (err) {
+          this.log(`cannot record the autoStop: ${(err as Error).message}`);
+        }
+        void this.stop(`autoStop: no execution or attached client for ${secs} s`);
+      });
+      this.idle.start();
+    }
+    if (lc?.healthCheck) {
+      this.health = new HealthMonitor(
+        lc.healthCheck,
+        (ms) => this.router!.pingAgent(ms),
+        (status) => {
+          try {
+            writeFileAtomic(this.paths.healthFile, JSON.stringify(status));
+          } catch (err) {
+            this.log(`cannot write health status: ${(err as Error).message}`);
+          }
+        },
+        () => this.paused,
+      );
+      this.health.start();
+    }
+  }
+
+  /** The VM's QMP monitor (plan.controlSocketPath), connected once and kept. */
+  private qmp(): Promise<QmpClient> {
+    const socketPath = this.config.plan.controlSocketPath;
+    if (this.config.agentPeer || !socketPath) {
+      return Promise.reject(new UnsupportedError('this box\'s VM has no control socket (QMP): it cannot be paused'));
+    }
+    this.qmpClient ??= QmpClient.connect(socketPath).catch((err: unknown) => {
+      this.qmpClient = undefined;
+      throw err;
+    });
+    return this.qmpClient.then((c) => {
+      if (!c.isClosed) return c;
+      this.qmpClient = undefined;
+      return this.qmp();
+    });
+  }
+
+  /** Freezes (QMP stop) or thaws (cont) every vCPU; recorded in shim.json so info() says `paused`. */
+  private async setPaused(paused: boolean): Promise<void> {
+    if (this.stopping || this.cleanupDone) throw new InvalidStateError('the box is stopping');
+    if (this.paused === paused) return;
+    await (await this.qmp()).execute(paused ? 'stop' : 'cont');
+    this.paused = paused;
+    this.log(paused ? 'paused (QMP stop)' : 'resumed (QMP cont)');
+    if (this.state) {
+      this.state = { ...this.state, paused };
+      writeFileAtomic(this.paths.shimState, JSON.stringify(this.state, null, 2));
+    }
   }
 
   /**
@@ -223,6 +324,43 @@ export class Shim {
       if (this.stopping && !this.main.hasExited) throw new InvalidStateError('the box is stopping');
       this.main.attach(ctx.client, ctx.stream, reply, (req as { tty?: boolean }).tty);
     },
+    pause: async (_req, reply) => {
+      await this.setPaused(true);
+      reply({ paused: true });
+    },
+    resume: async (_req, reply) => {
+      await this.setPaused(false);
+      reply({ paused: false });
+    },
+    disk: async (req, reply) => {
+      if (this.stopping || this.cleanupDone) throw new InvalidStateError('the box is stopping');
+      const qmp = await this.qmp();
+      // Test hook (kill -9 of the shim mid-operation): hold before or after the switch. A file in
+      // the box's directory, not the environment: a spare shim (fast start) predates the test's env.
+      const hold = /^(before|switched|after):(\d+)$/.exec(readTestHook(`${this.config.boxDir}/.test-live-disk-hold`));
+      if (hold?.[1] === 'before' && req.overlay) await sleep(Number(hold[2]));
+      const held = hold?.[1] === 'switched' ? async () => void (await sleep(Number(hold[2]))) : undefined;
+      if (req.overlay && req.state) {
+        // The save pauses and thaws the VM: a box the user paused must stay paused.
+        if (this.paused) throw new InvalidStateError('the box is paused; resume it before forking it');
+        const saved = await forkSave(qmp, this.config.boxDir, req.overlay, req.state, this.log);
+        this.log(`root drive now on ${saved.file}, memory saved (${saved.stateBytes} bytes, paused ${saved.pausedMs} ms): fork`);
+        return reply(saved);
+      }
+      // pause (export): the switch happens with the VM stopped, thawed here whatever happens, so
+      // neither an error nor a killed SDK leaves the box paused.
+      const frozen = !!req.pause && !this.paused;
+      if (frozen) await qmp.execute('stop');
+      let file: string;
+      try {
+        file = req.overlay ? await switchRootOverlay(qmp, this.config.boxDir, req.overlay, held) : await activeRootFile(qmp);
+      } finally {
+        if (frozen) await qmp.execute('cont').catch((err: unknown) => this.log(`cannot resume the VM after the switch: ${(err as Error).message}`));
+      }
+      if (req.overlay) this.log(`root drive now on ${file} (live snapshot)`);
+      if (hold?.[1] === 'after' && req.overlay) await sleep(Number(hold[2]));
+      reply({ file });
+    },
   };
 
   /** Graceful power-off (bounded), then force. Idempotent. */
@@ -230,7 +368,16 @@ export class Shim {
     this.stopping ??= (async () => {
       this.log(`stopping: ${reason}`);
       clearTimeout(this.holdTimer);
+      this.idle?.stop();
+      this.health?.stop();
       this.main?.stopped();
+      if (this.vm.isRunning && this.paused) {
+        // A frozen guest cannot power itself off: thaw it first, else every stop of a paused box waits out the timeout.
+        await this.qmp()
+          .then((c) => c.execute('cont', undefined, 5_000))
+          .then(() => (this.paused = false))
+          .catch((err: unknown) => this.log(`cannot resume the paused VM before stopping: ${(err as Error).message}`));
+      }
       if (this.vm.isRunning) {
         this.agent?.send({ type: 'SHUTDOWN', stream: 0 });
         const graceful = await Promise.race([
@@ -267,6 +414,9 @@ export class Shim {
     if (this.cleanupDone) return;
     this.cleanupDone = true;
     clearTimeout(this.holdTimer);
+    this.idle?.stop();
+    this.health?.stop();
+    void this.qmpClient?.then((c) => c.close()).catch(() => undefined);
     void this.net?.stop();
     const clientsGone = this.router?.closeAll(this.linkError) ?? Promise.resolve();
     this.agent?.close();
@@ -274,7 +424,7 @@ export class Shim {
     this.agentServer?.close();
     // Only the lock holder created these; a shim that lost the race must not touch them.
     if (this.lock.isHeld) {
-      for (const p of [this.paths.agentSocket, this.paths.controlSocket, this.paths.shimState, this.paths.shimLock]) {
+      for (const p of [this.paths.agentSocket, this.paths.controlSocket, this.paths.shimState, this.paths.healthFile, this.paths.qmpSocket, this.paths.shimLock]) {
         fs.rmSync(p, { force: true });
       }
     }
@@ -294,6 +444,14 @@ function listen(server: net.Server, socketPath: string): Promise<void> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function readTestHook(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
 
 /** Entry used by boxlite-shim.ts: run the shim, report readiness on stdout, live until the VM stops. */
 export async function runShim(config: ShimConfig, out: NodeJS.WritableStream): Promise<void> {

@@ -8,6 +8,8 @@ import { EngineError, type BoxliteError } from '../errors/index.js';
 import { jailArgs, locateBwrap } from '../vmm/jail.js';
 import type { VmPlan } from '../vmm/plan.js';
 import { qemuArgs } from '../vmm/qemu.js';
+import { restoreArgs } from '../vmm/template.js';
+import { forkAgentArgs } from './fork.js';
 import { readTail } from '../util/fs.js';
 import type { ShimConfig } from './config.js';
 import { hostForwardFailure, publishedPorts, resolveHostPorts, type PublishedPort } from './ports.js';
@@ -54,8 +56,13 @@ export class VmSupervisor {
     this.log(`spawn ${binary} ${args.join(' ')}`);
     this.spawnedAt = performance.now();
     const jailed = this.jailed();
-    const child = spawn(file, argv, { stdio: ['ignore', qemuLog, qemuLog, ...(jailed ? (['pipe'] as const) : [])] });
+    // Fast start: QEMU reads the saved state from this descriptor (restoreArgs: the next stdio slot).
+    const state = this.restoring() ? [fs.openSync(this.config.fork?.statePath ?? this.config.template!.statePath, 'r')] : [];
+    // A template's guest RAM file (mapped private by QEMU, restoreArgs): the next descriptor.
+    if (this.restoring() && !this.config.fork && this.config.template?.ramPath) state.push(fs.openSync(this.config.template.ramPath, 'r'));
+    const child = spawn(file, argv, { stdio: ['ignore', qemuLog, qemuLog, ...(jailed ? (['pipe'] as const) : []), ...state] });
     fs.closeSync(qemuLog);
+    for (const fd of state) fs.closeSync(fd);
     this.child = child;
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
@@ -92,8 +99,18 @@ export class VmSupervisor {
       console: { logPath: this.paths.consoleLog },
     };
     const cmd = qemuArgs(vmPlan);
+    if (this.restoring()) {
+      const fd = this.jailed() ? JAIL_INFO_FD + 1 : 3;
+      const ram = !this.config.fork && this.config.template?.ramPath ? { fd: fd + 1, memoryMib: plan.resources.memoryMib } : undefined;
+      cmd.args.push(...restoreArgs(fd, ram));
+    }
+    if (this.config.fork) cmd.args = forkAgentArgs(cmd.args);
     const jailed = this.jailed() ? jailArgs(locateBwrap(), cmd, vmPlan, JAIL_INFO_FD) : cmd;
     return [jailed.binary, jailed.args];
+  }
+
+  private restoring(): boolean {
+    return !this.config.agentPeer && (!!this.config.template || !!this.config.fork);
   }
 
   private jailed(): boolean {

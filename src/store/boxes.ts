@@ -6,7 +6,7 @@ import { boxDir, boxPaths } from './home.js';
 
 /**
  * Lifecycle states; the same names appear in info().state.status, the CLI and error messages.
- * `paused` is the reference's state of a suspended VM; nothing enters it until pause exists.
+ * `paused`: the VM is frozen by box.pause() (the shim says so in shim.json); resume() thaws it.
  */
 export type BoxStatus = 'configured' | 'running' | 'stopping' | 'stopped' | 'paused' | 'failed' | 'unknown';
 
@@ -35,6 +35,8 @@ export interface LiveShim {
   qemuStartTime?: string;
   /** Host ports the running box publishes (absent while booting). */
   publishedPorts?: Array<{ guestPort: number; hostIp: string; hostPort: number; protocol: 'tcp' | 'udp' }>;
+  /** Set by the shim while box.pause() holds the VM frozen. */
+  paused?: boolean;
 }
 
 const MIGRATIONS = [
@@ -161,8 +163,9 @@ export class BoxStore {
   liveShim(id: string): LiveShim | undefined {
     const ready = readJson<LiveShim>(boxPaths(this.dir(id)).shimState);
     if (ready && isProcessAlive(ready.shimPid, ready.shimStartTime)) return ready;
-    const lock = readJson<{ pid: number; startTime?: string }>(boxPaths(this.dir(id)).shimLock);
-    if (lock && isProcessAlive(lock.pid, lock.startTime)) return { shimPid: lock.pid, shimStartTime: lock.startTime };
+    const lock = readJson<{ pid: number; startTime?: string; op?: string }>(boxPaths(this.dir(id)).shimLock);
+    // A lock with `op` is a disk operation's (snapshot, clone, export: src/runtime/snapshots.ts), not a shim's.
+    if (lock && !lock.op && isProcessAlive(lock.pid, lock.startTime)) return { shimPid: lock.pid, shimStartTime: lock.startTime };
     return undefined;
   }
 
@@ -170,7 +173,7 @@ export class BoxStore {
   status(id: string): { state: BoxState; shim?: LiveShim } {
     const state = this.readState(id);
     const shim = this.liveShim(id);
-    if (shim) return { state: { ...state, status: state.status === 'stopping' ? 'stopping' : 'running' }, shim };
+    if (shim) return { state: { ...state, status: state.status === 'stopping' ? 'stopping' : shim.paused ? 'paused' : 'running' }, shim };
     if (state.status === 'running' || state.status === 'stopping') {
       const reconciled: BoxState = { ...state, status: 'stopped', stoppedAt: state.stoppedAt ?? new Date().toISOString() };
       try {

@@ -16,7 +16,7 @@ export function openDatabase(dbDir: string, name: string, migrations: string[], 
     db = new Database(file, { timeout: busyMs });
     // busy_timeout first: switching to WAL takes a lock another opener may hold.
     db.pragma(`busy_timeout = ${busyMs}`);
-    db.pragma('journal_mode = WAL');
+    switchToWal(db, busyMs);
     db.pragma('foreign_keys = ON');
   } catch (err) {
     // Opened but unusable (not a database, locked): do not keep its file descriptor.
@@ -36,6 +36,24 @@ export function openDatabase(dbDir: string, name: string, migrations: string[], 
     throw new StorageError(`cannot migrate database ${file}: ${(err as Error).message}`, { cause: err });
   }
   return opened;
+}
+
+/**
+ * Two processes opening a new database at once both switch it to WAL, which needs an exclusive
+ * lock; SQLite then answers SQLITE_BUSY at once instead of calling the busy handler (waiting
+ * could deadlock), so the wait is ours: retried with a little jitter up to `busyMs`.
+ */
+function switchToWal(db: Db, busyMs: number): void {
+  const deadline = Date.now() + busyMs;
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.floor(Math.random() * 20));
+    }
+  }
 }
 
 /**

@@ -49,6 +49,12 @@ export interface BoxPaths {
   exitFile: string;
   qemuLog: string;
   shimLog: string;
+  /** QEMU's QMP monitor (the shim's pause/resume; while running). */
+  qmpSocket: string;
+  /** The shim's health check state (`info().healthStatus`; while running with a healthCheck). */
+  healthFile: string;
+  /** Written by the shim when autoStop stopped the box (autoDelete then removes it); cleared at boot. */
+  autoStopFile: string;
 }
 
 export function boxPaths(dir: string): BoxPaths {
@@ -68,7 +74,19 @@ export function boxPaths(dir: string): BoxPaths {
     exitFile: path.join(dir, 'exit.json'),
     qemuLog: path.join(dir, 'logs', 'qemu.log'),
     shimLog: path.join(dir, 'logs', 'shim.log'),
+    qmpSocket: path.join(dir, 'qmp.sock'),
+    healthFile: path.join(dir, 'health.json'),
+    autoStopFile: path.join(dir, 'autostop.json'),
   };
+}
+
+/** Immutable qcow2 bases that snapshots and clones share (registry: db/disks.db, src/store/disks.ts). */
+export function basesDir(root: string): string {
+  return path.join(root, 'bases');
+}
+
+export function basePath(root: string, id: string): string {
+  return path.join(basesDir(root), `${id}.qcow2`);
 }
 
 /** Longest box dir that still leaves room for `/control.sock` in a 108-byte sun_path. */
@@ -101,4 +119,10 @@ export function ensureHome(layout: HomeLayout): void {
   } catch (err) {
     throw new StorageError(`cannot create BoxLite home ${layout.root}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** A managed volume's files (`volumes/<id>/`): `data/` is what boxes mount, `volume.json` a copy of its record. */
+export function volumePaths(homeRoot: string, id: string): { dir: string; data: string; record: string } {
+  const dir = path.join(homeRoot, 'volumes', id);
+  return { dir, data: path.join(dir, 'data'), record: path.join(dir, 'volume.json') };
 }

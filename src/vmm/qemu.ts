@@ -179,6 +179,21 @@ export function buildKernelCmdline(plan: VmPlan, host: Partial<QemuHost> = {}): 
 }
 
 /**
+ * BOXLITE_TCG_TB_MIB caps TCG's translation cache (`tb-size`, MiB). Off by default: QEMU's 1 GiB
+ * cache is touched as code gets translated (≈48 MiB RSS per idle box, more after work); 32 saves
+ * 18 MiB idle and ~65 MiB after a Python run, but that run is ~10% slower, and 16 is 3x slower
+ * (docs/perf.md). Opt-in for dense fleets of mostly idle boxes.
+ */
+function tcgTbSize(env: NodeJS.ProcessEnv): string {
+  const v = env.BOXLITE_TCG_TB_MIB;
+  if (v === undefined || v === '') return '';
+  if (!/^[0-9]{1,4}$/.test(v) || Number(v) < 1 || Number(v) > 2048) {
+    throw new ConfigError(`invalid BOXLITE_TCG_TB_MIB ${JSON.stringify(v)}: expected an integer 1-2048 (MiB)`);
+  }
+  return `,tb-size=${Number(v)}`;
+}
+
+/**
  * The QEMU argv for one VM plan. Pure given `host` (defaults: process.env and this host's TSC
  * rate, which are only consulted when the plan leaves `binary` / `boot.tscKhz` out).
  */
@@ -211,7 +226,7 @@ export function qemuArgs(plan: VmPlan, host: Partial<QemuHost> = {}): QemuComman
     case 'tcg':
       // -erms,-fsrm: the guest then avoids `rep movsb`, which TCG emulates slowly
       // (~0.3 s of boot, 3x agent throughput).
-      args.push('-accel', 'tcg', '-cpu', arch === 'x86_64' ? 'max,-erms,-fsrm' : 'max');
+      args.push('-accel', `tcg${tcgTbSize(env)}`, '-cpu', arch === 'x86_64' ? 'max,-erms,-fsrm' : 'max');
       break;
   }
   args.push('-smp', String(plan.resources.cpus), '-m', String(plan.resources.memoryMib));

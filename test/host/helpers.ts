@@ -112,6 +112,8 @@ export async function waitGone(pid: number, ms: number): Promise<boolean> {
 
 export interface Ran {
   started: boolean;
+  /** STARTED's pid (the pid in the execution's pid namespace). */
+  pid?: number;
   stdout: Buffer;
   stderr: Buffer;
   exit?: Extract<Message, { type: 'EXIT' }>;
@@ -125,6 +127,8 @@ export interface RunOptions {
   /** Grant output credit back as it arrives (a reader that keeps up). */
   credit?: boolean;
   env?: string[];
+  /** EXEC user ("", "uid[:gid]", "name[:group]"). */
+  user?: string;
 }
 
 /**
@@ -145,7 +149,7 @@ export function run(client: ShimClient, argv: string[], o: RunOptions = {}): Pro
         rows: 24,
         cols: 80,
         timeoutMs: o.timeoutMs ?? 0,
-        user: '',
+        user: o.user ?? '',
         cwd: '/',
         argv,
         env: o.env ?? ['PATH=/usr/local/bin:/usr/bin:/bin'],
@@ -155,6 +159,7 @@ export function run(client: ShimClient, argv: string[], o: RunOptions = {}): Pro
           switch (m.type) {
             case 'STARTED':
               ran.started = true;
+              ran.pid = m.pid;
               if (o.stdin) void channel!.writeStdin(o.stdin).then(() => channel!.closeStdin());
               else void channel!.closeStdin();
               return;

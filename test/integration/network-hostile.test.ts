@@ -122,6 +122,12 @@ async function usable(b: Box): Promise<void> {
   console.log(`exec + allowed fetch: ${Date.now() - t1} ms`);
 }
 
+/** The allowed fetch, bounded: false when the guest's NIC no longer transmits. */
+async function nicAlive(b: Box): Promise<boolean> {
+  const r = await run(b, 'timeout', ['15', 'python3', '-c', PROBE]);
+  return r.exitCode === 0;
+}
+
 /** What must hold even when the guest's NIC stalled: the shim is bounded and the box answers. */
 async function assertHostBounded(b: Box, pid: number, before: { rss: number }): Promise<void> {
   const after = memory(pid);
@@ -149,6 +155,13 @@ describe('a hostile guest', () => {
     expect(sent.held).toBe(N.hold);
     expect(sent.connected).toBeLessThanOrEqual(256);
     const snap = await snapshot(box);
+    console.log(`after the flood: sent ${JSON.stringify(sent)}; stack ${JSON.stringify(snap.stack)}; blocked ${JSON.stringify(snap.flows.blocked)}`);
+    // A NIC that stalled during the last phase (see hostile()) lets non-blocking connects "start"
+    // without a SYN ever leaving the guest: nothing reached the stack, so only the host bounds hold.
+    if (sent.connected === 0 && !(await nicAlive(box))) {
+      console.log('hostile guest: the guest NIC stalled during the flood (no held connection reached the stack)');
+      return assertHostBounded(box, pid, before);
+    }
     expect(snap.flows.blocked.limit ?? 0).toBeGreaterThanOrEqual(N.hold - 256);
     expect(snap.flows.dns.rateLimited).toBeGreaterThan(N.dns / 2);
     expect(snap.stack.halfOpen).toBeLessThanOrEqual(256);

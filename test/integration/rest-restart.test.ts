@@ -74,6 +74,8 @@ function processesOf(dir: string): string[] {
       if (/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))) continue;
       const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
       if (!/qemu-system|boxlite-shim/.test(cmd)) continue;
+      // A fast-start template being made behind the first box (docs/fast-start.md) is no box's VM.
+      if (cmd.includes('/templates/.b-')) continue;
       if (cmd.includes(dir) || ids.some((id) => cmd.includes(id))) out.push(`${pid} ${cmd.slice(0, 200)}`);
     } catch {
       // gone meanwhile

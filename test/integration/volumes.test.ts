@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConfigError, JsBoxlite, UnsupportedError, type Box } from '../../dist/index.js';
+import { ConfigError, JsBoxlite, NotFoundError, type Box } from '../../dist/index.js';
 import { run } from './helpers.js';
 
 // Host directories shared into a box over virtio-9p (one VM for the file).
@@ -78,8 +78,9 @@ describe('host path volumes', () => {
     const managed = await runtime
       .create({ rootfsPath: inject('image'), volumes: [{ managedVolume: 'data', guestPath: '/x' } as never] })
       .catch((e: unknown) => e);
-    expect(managed).toBeInstanceOf(UnsupportedError);
-    expect((managed as Error).message).toMatch(/^unsupported: volumes\[0\]\.managedVolume \(managed volumes\) not implemented yet/);
+    // Managed volumes are test/integration/volumes-managed.test.ts's; one that does not exist is NotFound.
+    expect(managed).toBeInstanceOf(NotFoundError);
+    expect((managed as Error).message).toBe('volume not found: data');
   });
 });
 

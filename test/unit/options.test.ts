@@ -58,14 +58,10 @@ describe('box options', () => {
       }
       throw new Error(`expected an UnsupportedError for ${JSON.stringify(o)}`);
     };
+    // Without a volume store (no runtime behind the options) a managed volume cannot resolve.
     expect(unsupported({ volumes: [{ managedVolume: 'data', guestPath: '/data' }] })).toBe(
-      'unsupported: volumes[0].managedVolume (managed volumes) not implemented yet',
+      'unsupported: volumes[0].managedVolume: this runtime has no managed volumes',
     );
-    expect(unsupported({ autoStop: 60 })).toMatch(/^unsupported: autoStop .* not implemented yet$/);
-    expect(unsupported({ autoDelete: 30 })).toBe(
-      'unsupported: autoDelete after a delay (30 s) not implemented yet; autoRemove: true removes the box when it stops',
-    );
-    expect(unsupported({ healthCheck: { interval: 30, timeout: 5, retries: 3, startPeriod: 0 } })).toBe('unsupported: healthCheck not implemented yet');
     expect(unsupported({ network: { inbound: { mode: 'enabled' } } })).toMatch(/^unsupported: network\.inbound\.mode "enabled"/);
     expect(unsupported({ security: { closeFds: false } })).toMatch(/^unsupported: security\.closeFds/);
     // Their default values change nothing and are accepted.

@@ -110,7 +110,6 @@ describe('POST /v1/boxes', () => {
 
   it('passes features the SDK lacks on to it: its Unsupported is a 400 unsupported', async () => {
     const { app: a } = app();
-    expectError(await call(a, 'POST', '/v1/boxes', { body: { ...MINIMAL_CREATE, auto_stop: 60 } }), 400, 'unsupported', /autoStop/);
     expectError(await call(a, 'POST', '/v1/boxes', { body: { volumes: [{ managed_volume: 'vol1', guest_path: '/data', read_only: false }] } }), 400, 'unsupported', /managedVolume/);
     expectError(await call(a, 'POST', '/v1/boxes', { body: { cpus: 32 } }), 400, 'invalid_argument', /cpus/);
   });

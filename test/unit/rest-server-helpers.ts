@@ -3,7 +3,7 @@
 // error.request_id equal to the echoed X-Request-Id, and never a stack trace).
 import { afterEach, expect } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { buildRestApp, type RestAppOptions, type RouteModule } from '../../src/rest/server/app.js';
 import * as S from '../../src/rest/schemas.js';
 import { FakeRuntime, type FakeRuntimeOptions } from './rest-fake-runtime.js';
@@ -33,6 +33,10 @@ const RESPONSE_SCHEMAS: Array<[string, RegExp, z.ZodTypeAny]> = [
   ['GET', /\/images$/, S.ListImagesResponse],
   ['GET', /\/images\/:image_id$/, S.ImageInfo],
   ['POST', /\/network\/tunnel$/, S.TunnelDescriptor],
+  ['POST', /\/boxes\/:box_id\/snapshots$/, S.Snapshot],
+  ['GET', /\/boxes\/:box_id\/snapshots$/, z.object({ snapshots: z.array(S.Snapshot) }).strict()],
+  ['GET', /\/boxes\/:box_id\/snapshots\/:name$/, S.Snapshot],
+  ['POST', /\/boxes\/(:box_id\/clone|import)$/, S.Box],
 ];
 
 /** Responses of the current test file that did not match their route's schema. */

@@ -142,22 +142,12 @@ describe('box types, REST, import, volumes, snapshots, tunnels', () => {
     expect(() => JsBoxlite.rest({} as never)).toThrow(/^invalid argument: JsBoxlite.rest needs BoxliteRestOptions with a url/);
   });
 
-  it('importBox, runtime.volumes, box.snapshot, box.network, cloneBox and export reject with Unsupported', async () => {
+  it('importBox and box.snapshot are real (issue 11): bad input is a coded error, not Unsupported (test/unit/snapshot.test.ts, archive.test.ts)', async () => {
     const box = new Box({} as never, { id: 'x', options: {}, image: {} } as never);
-    const calls: Array<[string, Promise<unknown>]> = [
-      ['importBox', rt.importBox('/tmp/a.boxlite')],
-      ['managed volumes (runtime.volumes.create)', rt.volumes.create('v')],
-      ['managed volumes (runtime.volumes.list)', rt.volumes.list()],
-      ['snapshots (box.snapshot.create)', box.snapshot.create('s')],
-      ['snapshots (box.snapshot.restore)', box.snapshot.restore('s')],
-      ['cloneBox', box.cloneBox()],
-      ['box export', box.export('/tmp/x')],
-    ];
-    for (const [what, p] of calls) {
-      const err = await rejection(p);
-      expect(err.code, what).toBe('Unsupported');
-      expect(err.message).toBe(`unsupported: ${what} not implemented yet`);
-    }
+    const missing = await rejection(rt.importBox('/nonexistent/a.boxlite'));
+    expect([missing.code, missing.message]).toEqual(['NotFound', 'archive not found: /nonexistent/a.boxlite']);
+    expect((await rejection(box.snapshot.create('../s'))).code).toBe('InvalidArgument');
+    expect((await rejection(box.snapshot.restore(''))).code).toBe('InvalidArgument');
   });
 
   it('box.network.tunnel refuses a box without a network (InvalidState) and a bad port (RangeError)', async () => {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { InternalError, InvalidArgumentError, UnsupportedError, type BoxliteError } from '../../errors/index.js';
 import type { BoxInfo } from '../../runtime/box.js';
 import type { RuntimeMetrics } from '../../runtime/context.js';
-import { notImplemented, type VolumeHandle } from '../../runtime/handles.js';
+import { type VolumeHandle, type VolumeInfo } from '../../runtime/handles.js';
 import type { BoxOptions } from '../../runtime/options.js';
 import type { Credential } from '../../sdk/credential.js';
 import { RestBox } from './box.js';
@@ -30,12 +30,18 @@ function checkCredential(c: unknown): Credential | undefined {
 export class RestRuntime {
   /** @internal */
   readonly transport: RestTransport;
-  /** `runtime.volumes`: managed volumes over REST are not spoken by this client yet. */
+  /** `runtime.volumes` over `{scope}/volumes` (the reference client's routes and bodies). */
   readonly volumes: VolumeHandle = {
-    create: () => notImplemented('managed volumes over REST (runtime.volumes.create)'),
-    list: () => notImplemented('managed volumes over REST (runtime.volumes.list)'),
-    get: () => notImplemented('managed volumes over REST (runtime.volumes.get)'),
-    remove: () => notImplemented('managed volumes over REST (runtime.volumes.remove)'),
+    create: async (name?: string) => parseVolume(await this.transport.json('POST', '/volumes', { json: name === undefined || name === null ? {} : { name } })),
+    list: async () => {
+      const r = await this.transport.json<{ volumes?: unknown }>('GET', '/volumes');
+      if (!Array.isArray(r.volumes)) throw new InternalError('failed to parse response: missing field `volumes`');
+      return r.volumes.map(parseVolume);
+    },
+    get: async (id: string) => parseVolume(await this.transport.json('GET', `/volumes/${encodeURIComponent(id)}`)),
+    remove: async (id: string, force?: boolean | null) => {
+      await this.transport.call('DELETE', `/volumes/${encodeURIComponent(id)}`, force ? { query: { force: 'true' } } : {});
+    },
   };
 
   constructor(options: RestRuntimeOptions) {
@@ -138,4 +144,13 @@ export class RestRuntime {
   close(): void {}
 
   async shutdown(_timeout?: number | null): Promise<void> {}
+}
+
+/** A `Volume` JSON as the reference's VolumeInfo; a body without id/name/created_at is an Internal error. */
+function parseVolume(raw: unknown): VolumeInfo {
+  const v = raw as { id?: unknown; name?: unknown; created_at?: unknown; size_bytes?: unknown } | null;
+  if (!v || typeof v.id !== 'string' || typeof v.name !== 'string' || typeof v.created_at !== 'string') {
+    throw new InternalError('failed to parse response: a volume needs id, name and created_at');
+  }
+  return { id: v.id, name: v.name, createdAt: v.created_at, ...(typeof v.size_bytes === 'number' ? { sizeBytes: v.size_bytes } : {}) };
 }

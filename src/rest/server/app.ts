@@ -14,6 +14,8 @@ import { executionRoutes, type ExecutionTuning } from './executions.js';
 import { attachRoutes, type AttachTiming } from './attach.js';
 import { fileRoutes } from './files.js';
 import { tunnelRoutes } from './tunnels.js';
+import { volumeRoutes } from './volumes.js';
+import { snapshotRoutes } from './snapshots.js';
 import { metricsRoutes, rootRoutes } from './config.js';
 
 /** The box handle API the server uses: the SDK's Box (a FakeRuntime's box in the unit tests). */
@@ -28,6 +30,8 @@ export interface RestRuntime {
   remove: JsBoxlite['remove'];
   metrics: JsBoxlite['metrics'];
   images: Pick<JsBoxlite['images'], 'pull' | 'list'>;
+  /** Managed volumes (src/rest/server/volumes.ts); absent: the routes answer 400 unsupported. */
+  volumes?: JsBoxlite['volumes'];
 }
 
 export interface RestAppOptions {
@@ -88,7 +92,7 @@ export type RouteModule = (app: FastifyInstance, ctx: RestContext) => void;
  * Box-scoped route modules (registered under `/v1{/prefix}`). Executions and files (S2) add one
  * line each here.
  */
-const SCOPED_ROUTES: RouteModule[] = [boxRoutes, imageRoutes, executionRoutes, attachRoutes, fileRoutes, tunnelRoutes];
+const SCOPED_ROUTES: RouteModule[] = [boxRoutes, imageRoutes, executionRoutes, attachRoutes, fileRoutes, tunnelRoutes, volumeRoutes, snapshotRoutes];
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

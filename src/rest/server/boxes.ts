@@ -1,9 +1,8 @@
-// Box routes: create / list / get / head / delete / start / stop / metrics, plus the routes of
-// features this runtime does not have yet (snapshots, clone, export, import, volumes),
-// which answer the coded Unsupported envelope; /v1/config advertises them as false.
+// Box routes: create / list / get / head / delete / start / stop / metrics (snapshots, clone,
+// export, import: snapshots.ts; volumes: volumes.ts).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { z } from 'zod';
 import { NotFoundError } from '../../errors/index.js';
 import type { BoxInfo, BoxMetrics as SdkBoxMetrics, BoxOptions } from '../../index.js';
@@ -288,36 +287,4 @@ export function boxRoutes(app: FastifyInstance, ctx: RestContext): void {
     const box = await boxes.handle(info.id);
     return boxMetricsJson(await box.metrics());
   });
-
-  unsupportedRoutes(app, ctx);
-}
-
-/** Features of a later issue: the coded Unsupported envelope, truthfully advertised false in /v1/config. */
-function unsupportedRoutes(app: FastifyInstance, ctx: RestContext): void {
-  const refuse = (what: string, flag?: string) => async (req: FastifyRequest) => {
-    const id = (req.params as Partial<IdParams>).box_id;
-    if (id !== undefined) await ctx.boxes.info(id);
-    throw unsupported(`${what} not implemented by this server yet${flag ? ` (GET /v1/config advertises ${flag}: false)` : ''}`);
-  };
-  const snap = refuse('snapshots', 'snapshots_enabled');
-  app.post('/boxes/:box_id/snapshots', snap);
-  app.get('/boxes/:box_id/snapshots', snap);
-  app.get('/boxes/:box_id/snapshots/:name', snap);
-  app.delete('/boxes/:box_id/snapshots/:name', snap);
-  app.post('/boxes/:box_id/snapshots/:name/restore', snap);
-  app.post('/boxes/:box_id/clone', refuse('clone', 'clone_enabled'));
-  app.post('/boxes/:box_id/export', refuse('export', 'export_enabled'));
-  // import's body is an archive: refused before it is read (the parser below never buffers it).
-  app.register(async (sub) => {
-    sub.addContentTypeParser('*', (_req, payload, done) => {
-      payload.resume();
-      done(null, undefined);
-    });
-    sub.post('/boxes/import', refuse('import', 'import_enabled'));
-  });
-  const vol = refuse('managed volumes');
-  app.post('/volumes', vol);
-  app.get('/volumes', vol);
-  app.get('/volumes/:volume_id', vol);
-  app.delete('/volumes/:volume_id', vol);
 }

@@ -6,6 +6,7 @@ import type { z } from 'zod';
 import { DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB } from '../../runtime/options.js';
 import type * as S from '../schemas.js';
 import type { RestContext } from './app.js';
+import { diskFeatures } from './snapshots.js';
 
 export function serverConfig(ctx: RestContext): z.infer<typeof S.ServerConfig> {
   return {
@@ -18,10 +19,11 @@ export function serverConfig(ctx: RestContext): z.infer<typeof S.ServerConfig> {
       file_transfer_max_bytes: ctx.opts.maxFileBytes,
       tty_enabled: true,
       streaming_enabled: true,
-      snapshots_enabled: false,
-      clone_enabled: false,
-      export_enabled: false,
-      import_enabled: false,
+      // True when the runtime has them (the SDK's does; a test fake may not): src/rest/server/snapshots.ts.
+      snapshots_enabled: diskFeatures(ctx),
+      clone_enabled: diskFeatures(ctx),
+      export_enabled: diskFeatures(ctx),
+      import_enabled: diskFeatures(ctx),
     },
   };
 }
