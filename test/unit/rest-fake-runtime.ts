@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll } from 'vitest';
 import {
   AlreadyExistsError,
   ConfigError,
@@ -364,6 +365,13 @@ export interface FakeRuntimeOptions {
 }
 
 /** A JsBoxlite stand-in for the REST server's unit tests. */
+/** Every fake made by this test file: their temp directories go when the file's tests are done. */
+const made = new Set<FakeRuntime>();
+afterAll(() => {
+  for (const rt of made) rt.dispose();
+  made.clear();
+});
+
 export class FakeRuntime implements RestRuntime {
   readonly records = new Map<string, FakeRecord>();
   readonly execs: ExecCall[] = [];
@@ -382,6 +390,7 @@ export class FakeRuntime implements RestRuntime {
   constructor(options: FakeRuntimeOptions = {}) {
     this.known = new Set(options.images ?? ['alpine:latest', 'alpine', 'busybox:latest', 'busybox', 'python:3.12-slim']);
     this.script = options.script ?? defaultScript;
+    made.add(this);
   }
 
   readonly images = {
