@@ -6,12 +6,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ulid } from 'ulid';
-import { InvalidStateError, StorageError } from '../errors/index.js';
+import { InvalidStateError } from '../errors/index.js';
 import type { BoxRecord } from '../store/boxes.js';
-import { basePath, boxPaths } from '../store/home.js';
 import { storageError } from '../util/fs.js';
-import { SECRETS_FILE } from './secrets.js';
-import { captureLive, collectBases, isRunning, overlayOnto, withLiveDisk, type DiskContext } from './snapshots.js';
+import { boxOnBase, captureLive, collectBases, isRunning, withLiveDisk, type DiskContext } from './snapshots.js';
 
 /** Where the clone's shim finds the saved memory (removed once the clone runs). */
 export const FORK_STATE_FILE = 'fork.state';
@@ -29,25 +27,16 @@ export async function forkRecord<R extends BoxRecord>(
   try {
     return await withLiveDisk(ctx, source.id, 'forking it', async (client) => {
       const { baseId, virtualSize, pausedMs } = await captureLive(ctx, source.id, client, undefined, undefined, { state: saved });
-      const record: R = { ...(JSON.parse(JSON.stringify(source)) as R), id: ulid(), name: name ?? undefined, createdAt: new Date().toISOString() };
-      ctx.store.create(record);
-      const dir = ctx.store.dir(record.id);
+      const record = await boxOnBase(ctx, source, name, baseId, virtualSize, 'fork');
+      const statePath = path.join(ctx.store.dir(record.id), FORK_STATE_FILE);
       try {
-        if (!ctx.disks.addRef(record.id, baseId)) throw new StorageError(`the disk base ${baseId} of box ${source.id} is gone`);
-        const secrets = path.join(ctx.store.dir(source.id), SECRETS_FILE);
-        if (fs.existsSync(secrets)) {
-          fs.copyFileSync(secrets, path.join(dir, SECRETS_FILE), fs.constants.COPYFILE_EXCL);
-          fs.chmodSync(path.join(dir, SECRETS_FILE), 0o600);
-        }
-        await overlayOnto(basePath(ctx.home.root, baseId), boxPaths(dir).disk, virtualSize);
-        const statePath = path.join(dir, FORK_STATE_FILE);
         fs.renameSync(saved, statePath);
-        return { record, statePath, pausedMs: pausedMs ?? 0 };
       } catch (err) {
         ctx.store.remove(record.id);
         collectBases(ctx);
         throw storageError(err, `cannot fork box ${source.id}`);
       }
+      return { record, statePath, pausedMs: pausedMs ?? 0 };
     });
   } finally {
     fs.rmSync(saved, { force: true });

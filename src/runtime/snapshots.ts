@@ -558,6 +558,37 @@ export class BoxSnapshots implements SnapshotHandle {
 // ---------- clone ----------
 
 /**
+ * A new box with the source's configuration (and secrets) whose disk is a fresh overlay on
+ * `baseId` (clone and fork). Undone whole on any failure.
+ */
+export async function boxOnBase<R extends BoxRecord>(
+  ctx: DiskContext,
+  source: R,
+  name: string | null | undefined,
+  baseId: string,
+  virtualSize: number,
+  verb: 'clone' | 'fork',
+): Promise<R> {
+  const record: R = { ...(JSON.parse(JSON.stringify(source)) as R), id: ulid(), name: name ?? undefined, createdAt: new Date().toISOString() };
+  ctx.store.create(record);
+  const dir = ctx.store.dir(record.id);
+  try {
+    if (!ctx.disks.addRef(record.id, baseId)) throw new StorageError(`the disk base ${baseId} of box ${source.id} is gone`);
+    const secrets = path.join(ctx.store.dir(source.id), SECRETS_FILE);
+    if (fs.existsSync(secrets)) {
+      fs.copyFileSync(secrets, path.join(dir, SECRETS_FILE), fs.constants.COPYFILE_EXCL);
+      fs.chmodSync(path.join(dir, SECRETS_FILE), 0o600);
+    }
+    await overlayOnto(basePath(ctx.home.root, baseId), boxPaths(dir).disk, virtualSize);
+    return record;
+  } catch (err) {
+    ctx.store.remove(record.id);
+    collectBases(ctx);
+    throw storageError(err, `cannot ${verb} box ${source.id}`);
+  }
+}
+
+/**
  * A new box with the stopped source's configuration whose disk is an overlay on a shared base
  * of the source's disk: no data is copied, and writes on either side stay on that side.
  * Returns the new box's record (the caller makes the handle).
@@ -575,23 +606,7 @@ export async function cloneRecord<R extends BoxRecord>(
     // A disk with nothing written since it was put on its base shares that base as it is
     // (a running box's top layer may still change in the guest's cache: always captured).
     const baseId = current && !live && (await topLayerEmpty(disk)) ? current : (await capture()).baseId;
-    const record: R = { ...(JSON.parse(JSON.stringify(source)) as R), id: ulid(), name: name ?? undefined, createdAt: new Date().toISOString() };
-    ctx.store.create(record);
-    const dir = ctx.store.dir(record.id);
-    try {
-      if (!ctx.disks.addRef(record.id, baseId)) throw new StorageError(`the disk base ${baseId} of box ${source.id} is gone`);
-      const secrets = path.join(ctx.store.dir(source.id), SECRETS_FILE);
-      if (fs.existsSync(secrets)) {
-        fs.copyFileSync(secrets, path.join(dir, SECRETS_FILE), fs.constants.COPYFILE_EXCL);
-        fs.chmodSync(path.join(dir, SECRETS_FILE), 0o600);
-      }
-      await overlayOnto(basePath(ctx.home.root, baseId), boxPaths(dir).disk, info.virtualSize);
-    } catch (err) {
-      ctx.store.remove(record.id);
-      collectBases(ctx);
-      throw storageError(err, `cannot clone box ${source.id}`);
-    }
-    return record;
+    return boxOnBase(ctx, source, name, baseId, info.virtualSize, 'clone');
   };
   const live = isRunning(ctx, source.id);
   if (live) return withLiveDisk(ctx, source.id, 'cloning it', (client) => body(() => captureLive(ctx, source.id, client, quiesce)));
